@@ -1,0 +1,84 @@
+"""Checkpoints: written atomically, loadable with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors and plain Python data only: the model's
+parameters (without ``_orig_mod.`` or ``module.`` prefixes), the model and run
+configs, optimizer, scheduler and grad-scaler states, the position in training,
+the RNG states and the window store's metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import DataError
+from .model import ModelConfig, SequentialRecommender, strip_state_dict_prefixes
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(state, format_version=FORMAT_VERSION), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a bad file raises DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for damaged files
+        raise DataError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}): the file is "
+            "truncated, damaged or not a fastrec checkpoint; use the best.pt or "
+            "last.pt of a fastrec.train run"
+        ) from error
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise DataError(
+            f"{path} is not a fastrec checkpoint of format {FORMAT_VERSION}"
+        )
+    return state
+
+
+def model_from_checkpoint(
+    state: dict[str, Any], device: torch.device | str = "cpu"
+) -> SequentialRecommender:
+    """Rebuild the model of a checkpoint and load its weights strictly."""
+    config = ModelConfig(**state["model_config"])
+    weights = strip_state_dict_prefixes(state["model"])
+    genres = weights.get("item_genres")
+    codes = weights.get("user_codes")
+    model = SequentialRecommender(config, item_genres=genres, user_codes=codes)
+    model.load_state_dict(weights, strict=True)
+    return model.to(device).eval()
+
+
+def rng_state() -> dict[str, Any]:
+    """Return the torch CPU and CUDA generator states."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generator states saved by ``rng_state``."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,42 @@
+"""Errors that the command-line tools report without a traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+log = logging.getLogger("fastrec")
+
+
+class FastrecError(Exception):
+    """A user-facing error: bad input, missing data or a failed download.
+
+    The message names the file, line or value at fault and what to do next.
+    """
+
+
+class DataError(FastrecError):
+    """Invalid or missing MovieLens input, or a corrupt window store."""
+
+
+class ConfigError(FastrecError):
+    """An unknown config key or an invalid config value."""
+
+
+def exit_on_user_error(main: F) -> F:
+    """Wrap a CLI entry point so that a FastrecError prints one line and exits 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except FastrecError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]

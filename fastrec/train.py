@@ -1,0 +1,673 @@
+"""Train a sequential recommender on MovieLens and report it against baselines.
+
+    python -m fastrec.train [--config FILE] [--data-dir DIR] [--out-dir DIR]
+                            [--set key=value ...] [--resume] [--profile]
+
+With no arguments it trains the default config on data/ml-1m, downloading the
+data first when it is missing. Under ``torchrun`` it trains with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import distributed
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, load_config
+from .data.loader import BatchLoader
+from .data.prepare import PreparedData, prepare
+from .data.sequences import item_genre_matrix, user_code_matrix
+from .errors import FastrecError, exit_on_user_error
+from .evaluate import Evaluator, format_table, write_metrics
+from .losses import linear_cross_entropy
+from .model import SequentialRecommender
+from .plots import plot_loss_curve
+from .profiling import stage
+
+log = logging.getLogger("fastrec.train")
+
+
+class TrainingDiverged(FastrecError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainingStep(nn.Module):
+    """Forward pass and loss of one batch, the unit that DDP and torch.compile wrap."""
+
+    def __init__(
+        self, model: SequentialRecommender, objective: str, rating_weight: float
+    ):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.rating_weight = rating_weight
+
+    def forward(
+        self,
+        items: torch.Tensor,
+        users: torch.Tensor,
+        target: torch.Tensor,
+        ratings: torch.Tensor,
+        target_rating: torch.Tensor,
+    ) -> torch.Tensor:
+        features, weight = self.model.head_inputs(items, users)
+        if self.objective == "all":
+            # Targets at every position: the next input, then the window's target.
+            # A padded input predicts nothing, so its target becomes padding (0).
+            targets = torch.cat([items[:, 1:], target[:, None]], dim=1)  # [B, T]
+            targets = torch.where(items != 0, targets, 0)
+            target_ratings = torch.cat([ratings[:, 1:], target_rating[:, None]], dim=1)
+        else:
+            targets = target
+            target_ratings = target_rating
+            if features.dim() == 3:
+                features = features[:, -1]  # the dot head trained on the last position
+        weights = None
+        if self.rating_weight:
+            weights = 1.0 + self.rating_weight * (target_ratings.float() - 3.0)
+            weights = weights.clamp_min(0.0)
+        return linear_cross_entropy(features, weight, targets.long(), weights)
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    """Return the training device for ``train.device`` (``auto`` picks CUDA when present)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FastrecError("train.device is cuda but no CUDA device is available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+    """Return the autocast dtype: bf16 where supported, fp16 on older GPUs, or None."""
+    if not config.train.amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def build_model(config: Config, prepared: PreparedData) -> SequentialRecommender:
+    """Create the model with the sizes of the prepared data."""
+    meta = prepared.store.metadata
+    genres = codes = None
+    changes: dict[str, Any] = dict(
+        vocab_size=meta["vocab_size"],
+        n_users=meta["n_users"],
+        max_len=meta["max_len"],
+        n_special=meta["n_special"],
+    )
+    if config.model.n_genres > 0:
+        matrix, _ = item_genre_matrix(prepared.movielens, prepared.vocab)
+        genres = torch.from_numpy(matrix)
+        changes["n_genres"] = matrix.shape[1]
+    if config.model.demographics:
+        codes = torch.from_numpy(user_code_matrix(prepared.movielens, prepared.vocab))
+        sizes = tuple(int(codes[:, i].max()) + 1 for i in range(3))
+        changes["demographic_sizes"] = tuple(
+            max(a, b) for a, b in zip(sizes, config.model.demographic_sizes)
+        )
+    model_config = dataclasses.replace(config.model, **changes)
+    return SequentialRecommender(model_config, item_genres=genres, user_codes=codes)
+
+
+def lr_lambda(warmup: int, total: int, floor: float):
+    """Return the LR multiplier of a linear warm-up followed by cosine decay to ``floor``."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Split parameters into decayed matrices and undecayed embeddings, norms, biases."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.dim() < 2 or "embedding" in name or "norm" in name or "ln" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Return the peak memory in MiB: CUDA allocations, or the process's max RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived; training saves ``last.pt`` and exits."""
+
+
+class Trainer:
+    """Training loop with validation, checkpoints, early stopping and logging."""
+
+    def __init__(
+        self,
+        config: Config,
+        prepared: PreparedData,
+        out_dir: Path,
+        dist: distributed.DistInfo,
+        profile_steps: int = 0,
+    ):
+        self.config = config
+        self.prepared = prepared
+        self.out_dir = out_dir
+        self.dist = dist
+        self.profile_steps = profile_steps
+        self.device = resolve_device(config.train.device, dist.local_rank)
+        self.amp_dtype = amp_dtype(config, self.device)
+        tc = config.train
+
+        torch.manual_seed(tc.seed)
+        self.model = build_model(config, prepared).to(self.device)
+        objective = tc.objective
+        if objective == "auto":
+            objective = "last" if self.model.config.head == "interaction" else "all"
+        if objective == "all" and self.model.config.head == "interaction":
+            raise FastrecError(
+                "train.objective=all needs the dot head; the interaction head predicts "
+                "only the item after the window"
+            )
+        self.objective = objective
+        step_module: nn.Module = TrainingStep(self.model, objective, tc.rating_weight)
+        if dist.world_size > 1:
+            step_module = distributed.wrap_ddp(step_module, self.device)
+        use_compile = tc.compile == "true" or (
+            tc.compile == "auto" and self.device.type == "cuda"
+        )
+        self.compiled = use_compile
+        self.step_module = torch.compile(step_module) if use_compile else step_module
+
+        self.loader = BatchLoader(
+            prepared.store.part("train"),
+            tc.batch_size,
+            shuffle=True,
+            seed=tc.seed,
+            drop_last=dist.world_size > 1,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            equal_shards=dist.world_size > 1,
+            device=self.device,
+            prefetch=tc.prefetch,
+        )
+        self.steps_per_epoch = len(self.loader)
+        if tc.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, tc.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise FastrecError(
+                f"train.batch_size={tc.batch_size} leaves no full batch per process; "
+                "lower it"
+            )
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, tc.weight_decay),
+            lr=tc.lr,
+            betas=tc.betas,
+            fused=self.device.type == "cuda",
+        )
+        total = tc.epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(tc.warmup_steps, total, tc.min_lr / tc.lr)
+        )
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        self.evaluator = Evaluator(
+            prepared, config.eval, self.device, self.amp_dtype, dist, tc.prefetch
+        )
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.best_score = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self._partial = {"loss_sum": 0.0, "steps": 0, "samples": 0, "seconds": 0.0}
+        self._stop_signal: int | None = None
+        self.flops_per_sample = self.model.flops_per_sample()
+
+    # Checkpoints -------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Return everything needed to continue this run exactly."""
+        return {
+            "model": self.model.state_dict(),
+            "model_config": dataclasses.asdict(self.model.config),
+            "config": self.config.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "partial": dict(self._partial),
+            "rng": rng_state(),
+            "store": {k: v for k, v in self.prepared.store.metadata.items()},
+        }
+
+    def save(self, name: str) -> Path:
+        """Write ``name`` (``last.pt`` or ``best.pt``) into the out-dir, on rank 0 only."""
+        path = self.out_dir / name
+        if self.dist.is_main:
+            save_checkpoint(path, self.state())
+        return path
+
+    def restore(self, path: Path) -> None:
+        """Continue from a checkpoint written by ``save``."""
+        state = load_checkpoint(path, map_location=self.device)
+        if state["store"].get("key") != self.prepared.store.metadata.get("key"):
+            raise FastrecError(
+                f"{path} was trained on another window store; resume with the same "
+                "config and data, or start a new --out-dir"
+            )
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch = state["epoch"]
+        self.step_in_epoch = state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.best_score = state["best_score"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_epochs = state["bad_epochs"]
+        self.history = state["history"]
+        self._partial = dict(state["partial"])
+        set_rng_state(state["rng"])
+        log.info(
+            "resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch
+        )
+
+    # Training ----------------------------------------------------------------------
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_signal = signum
+
+    def train_step(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run forward, backward and the optimizer step; return (loss, grad norm) on device."""
+        with stage("forward"):
+            with torch.autocast(
+                self.device.type,
+                dtype=self.amp_dtype,
+                enabled=self.amp_dtype is not None,
+            ):
+                loss = self.step_module(
+                    batch["items"],
+                    batch["user"],
+                    batch["target"],
+                    batch["ratings"],
+                    batch["target_rating"],
+                )
+        with stage("backward"):
+            self.scaler.scale(loss).backward()
+        with stage("optimizer_step"):
+            self.scaler.unscale_(self.optimizer)
+            clip = self.config.train.grad_clip
+            if clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            else:
+                norm = torch.zeros((), device=self.device)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+        return loss.detach(), norm.detach()
+
+    def _profiler(self):
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        trace = self.out_dir / "profile" / f"trace_rank{self.dist.rank}.json"
+        trace.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(prof: torch.profiler.profile) -> None:
+            prof.export_chrome_trace(str(trace))
+            log.info(
+                "wrote profiler trace of %d steps to %s", self.profile_steps, trace
+            )
+
+        return torch.profiler.profile(
+            activities=activities,
+            schedule=torch.profiler.schedule(
+                wait=0, warmup=1, active=self.profile_steps, repeat=1
+            ),
+            on_trace_ready=write,
+        )
+
+    def train_epoch(self, bar: tqdm | None) -> dict[str, float]:
+        """Train one epoch (or its rest after a resume) and return its statistics."""
+        self.model.train()
+        self.loader.set_epoch(self.epoch)
+        skip = self.step_in_epoch
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        norm_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        steps = self._partial["steps"]
+        samples = self._partial["samples"]
+        seconds = self._partial["seconds"]
+        loss_sum += self._partial["loss_sum"]
+        profiler = None
+        if self.profile_steps and self.epoch == 0 and skip == 0:
+            profiler = self._profiler()
+            profiler.start()
+
+        started = time.perf_counter()
+        # A resumed epoch skips the batches it already trained on; the order is the
+        # same because the shuffle depends only on (seed, epoch).
+        iterator = self.loader.iterate(start_batch=skip)
+        pending_loss = None
+        for index in range(skip, self.steps_per_epoch):
+            with stage("data_wait"):
+                batch = next(iterator)
+            loss, norm = self.train_step(batch)
+            loss_sum += loss
+            norm_sum += norm
+            steps += 1
+            samples += batch["user"].shape[0]
+            self.global_step += 1
+            self.step_in_epoch = index + 1
+            if profiler is not None:
+                profiler.step()
+                if index + 1 >= self.profile_steps + 1:
+                    profiler.stop()
+                    profiler = None
+            if bar is not None:
+                bar.update(1)
+                # Show the loss of an earlier step once its value has arrived, so the
+                # bar never makes the host wait for the device.
+                if index % 20 == 0:
+                    if pending_loss is not None:
+                        bar.set_postfix(
+                            loss=f"{pending_loss.item():.4f}", refresh=False
+                        )
+                    pending_loss = loss
+            if self._stop_signal is not None:
+                self._partial = {
+                    "loss_sum": float(loss_sum),
+                    "steps": steps,
+                    "samples": samples,
+                    "seconds": seconds + time.perf_counter() - started,
+                }
+                raise StopRequested
+        iterator.close()
+        if profiler is not None:
+            profiler.stop()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds += time.perf_counter() - started
+        totals = torch.stack([loss_sum, norm_sum]).to(torch.float64)
+        distributed.all_reduce_mean(totals)
+        train_loss, grad_norm = (float(x) / max(1, steps) for x in totals.tolist())
+        self._partial = {"loss_sum": 0.0, "steps": 0, "samples": 0, "seconds": 0.0}
+        samples_per_s = samples * self.dist.world_size / max(seconds, 1e-9)
+        return {
+            "train_loss": train_loss,
+            "grad_norm": grad_norm,
+            "samples_per_s": samples_per_s,
+            "epoch_seconds": seconds,
+        }
+
+    def fit(self) -> None:
+        """Train until ``train.epochs``, early stopping or a stop signal."""
+        tc = self.config.train
+        writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        previous = {
+            sig: signal.signal(sig, self._request_stop)
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            while self.epoch < tc.epochs:
+                bar = None
+                if self.dist.is_main:
+                    bar = tqdm(
+                        total=self.steps_per_epoch,
+                        initial=self.step_in_epoch,
+                        desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+                        unit="step",
+                        leave=False,
+                        dynamic_ncols=True,
+                        disable=None,
+                    )
+                stats = self.train_epoch(bar)
+                if bar is not None:
+                    bar.close()
+                if not math.isfinite(stats["train_loss"]):
+                    raise TrainingDiverged(
+                        f"training loss became {stats['train_loss']} in epoch "
+                        f"{self.epoch + 1}; stopped without saving this epoch. The last "
+                        f"good checkpoint is {self.out_dir / 'last.pt'}. Try a lower "
+                        "train.lr or train.amp=false"
+                    )
+                row = self._end_epoch(stats, writer)
+                if self._stop_signal is not None:
+                    raise StopRequested
+                if row.get("stopped_early"):
+                    break
+        except StopRequested:
+            self.save("last.pt")
+            name = signal.Signals(self._stop_signal).name
+            log.info(
+                "%s received: saved %s at epoch %d, step %d; continue with --resume",
+                name,
+                self.out_dir / "last.pt",
+                self.epoch + 1,
+                self.step_in_epoch,
+            )
+            raise SystemExit(128 + self._stop_signal)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if writer is not None:
+                writer.close()
+
+    def _end_epoch(self, stats: dict[str, float], writer: Any) -> dict[str, Any]:
+        """Validate, log, checkpoint and decide on early stopping."""
+        tc = self.config.train
+        epoch = self.epoch + 1
+        row: dict[str, Any] = {"epoch": epoch, "lr": self.scheduler.get_last_lr()[0]}
+        row.update(stats)
+        if epoch % tc.eval_every == 0 or epoch == tc.epochs:
+            valid = self.evaluator.evaluate_model(self.model, "valid", ks=[10])
+            row["valid"] = valid
+        row["peak_memory_mb"] = peak_memory_mb(self.device)
+        row["tflops"] = self.flops_per_sample * stats["samples_per_s"] / 1e12
+        self.epoch = epoch
+        self.step_in_epoch = 0
+
+        score = row.get("valid", {}).get("NDCG@10")
+        improved = score is not None and score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+        elif score is not None:
+            self.bad_epochs += 1
+        if tc.patience and self.bad_epochs >= tc.patience:
+            row["stopped_early"] = True
+        self.history.append(row)
+
+        if self.dist.is_main:
+            valid = row.get("valid", {})
+            log.info(
+                "epoch %d | loss %.4f | valid HR@10 %s NDCG@10 %s | lr %.2e | "
+                "%.0f samples/s | %.3f TFLOP/s | peak mem %.0f MiB | %.1f s",
+                epoch,
+                row["train_loss"],
+                _fmt(valid.get("HR@10")),
+                _fmt(valid.get("NDCG@10")),
+                row["lr"],
+                row["samples_per_s"],
+                row["tflops"],
+                row["peak_memory_mb"],
+                row["epoch_seconds"],
+            )
+            if writer is not None:
+                for key in ("train_loss", "grad_norm", "lr", "samples_per_s"):
+                    writer.add_scalar(f"train/{key}", row[key], epoch)
+                for key, value in valid.items():
+                    if key != "users":
+                        writer.add_scalar(f"valid/{key}", value, epoch)
+            with open(self.out_dir / "metrics.jsonl", "a") as sink:
+                sink.write(json.dumps(row) + "\n")
+        self.save("last.pt")
+        if improved:
+            self.save("best.pt")
+        if row.get("stopped_early") and self.dist.is_main:
+            log.info(
+                "no better validation NDCG@10 for %d epochs; stopping (best epoch %d)",
+                tc.patience,
+                self.best_epoch,
+            )
+        return row
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def final_report(trainer: Trainer) -> dict[str, Any]:
+    """Evaluate ``best.pt`` on the test rows next to the baselines; write metrics.json."""
+    # Rank 0 may still be writing best.pt.
+    distributed.barrier()
+    best = trainer.out_dir / "best.pt"
+    source = best if best.exists() else trainer.out_dir / "last.pt"
+    state = load_checkpoint(source, map_location=trainer.device)
+    trainer.model.load_state_dict(state["model"], strict=True)
+    results = trainer.evaluator.evaluate_all(trainer.model, "test")
+    results["checkpoint"] = str(source)
+    results["best_epoch"] = state["best_epoch"]
+    if trainer.dist.is_main:
+        write_metrics(trainer.out_dir / "metrics.json", results)
+        print(format_table(results))
+        plot_loss_curve(trainer.history, trainer.out_dir / "loss_curve.png")
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastrec.train", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser.add_argument("--data-dir", help="MovieLens folder (default: data/ml-1m)")
+    parser.add_argument("--out-dir", help="output folder (default: runs/<name>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. train.epochs=2 (repeatable)",
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from last.pt")
+    parser.add_argument(
+        "--profile", action="store_true", help="write a PyTorch profiler trace"
+    )
+    parser.add_argument(
+        "--profile-steps", type=int, default=5, help="steps in the trace (default 5)"
+    )
+    return parser.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the ``fastrec.train`` command line."""
+    args = parse_args(argv)
+    dist = distributed.init_from_env()
+    logging.basicConfig(
+        level=logging.INFO if dist.is_main else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    config = load_config(args.config, args.overrides)
+    if args.data_dir:
+        config.data = dataclasses.replace(config.data, data_dir=args.data_dir)
+    out_dir = Path(args.out_dir or Path("runs") / config.name)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not args.resume and (out_dir / "metrics.jsonl").exists():
+            (out_dir / "metrics.jsonl").unlink()
+
+    # Rank 0 builds the store; the others wait and then open it.
+    if dist.is_main:
+        prepared = prepare(config.data)
+    distributed.barrier()
+    if not dist.is_main:
+        prepared = prepare(config.data)
+
+    trainer = Trainer(
+        config,
+        prepared,
+        out_dir,
+        dist,
+        profile_steps=args.profile_steps if args.profile else 0,
+    )
+    if dist.is_main:
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        log.info(
+            "model: %s head, %.2fM parameters; %d training windows, %d steps per epoch, "
+            "device %s, amp %s, compile %s, world size %d",
+            trainer.model.config.head,
+            trainer.model.num_parameters() / 1e6,
+            len(prepared.store.part("train")),
+            trainer.steps_per_epoch,
+            trainer.device,
+            trainer.amp_dtype,
+            trainer.compiled,
+            dist.world_size,
+        )
+    if args.resume:
+        last = out_dir / "last.pt"
+        if not last.exists():
+            raise FastrecError(f"--resume needs {last}, which does not exist")
+        trainer.restore(last)
+    started = time.perf_counter()
+    trainer.fit()
+    results = final_report(trainer)
+    if dist.is_main:
+        log.info(
+            "finished in %.1f s; outputs in %s", time.perf_counter() - started, out_dir
+        )
+    distributed.shutdown()
+    return results
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
