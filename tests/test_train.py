@@ -112,16 +112,16 @@ def test_nan_loss_stops_and_keeps_checkpoint(
     data_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ):
     out = tmp_path / "run"
-    original = train_module.sequence_loss
+    original = train_module.linear_cross_entropy
     calls = {"n": 0}
 
-    def loss(logits, targets, weights=None):
+    def loss(features, weight, targets, weights=None):
         calls["n"] += 1
-        value = original(logits, targets, weights)
+        value = original(features, weight, targets, weights)
         # Steps of the second epoch turn NaN.
         return value * float("nan") if calls["n"] > 8 else value
 
-    monkeypatch.setattr(train_module, "sequence_loss", loss)
+    monkeypatch.setattr(train_module, "linear_cross_entropy", loss)
     with pytest.raises(SystemExit) as stopped:
         run_train(data_dir, out, "--set", "train.epochs=3")
     assert stopped.value.code == 2
