@@ -40,9 +40,30 @@ DOT_OVERRIDES = ("data.max_len=50", "data.stride=50")
 
 # (fastrec benchmark, baseline benchmark) pairs whose throughput ratio is printed.
 SPEEDUP_PAIRS = {
+    "data preparation rows/s": ("store_build_rows", "tutorial_prepare_rows"),
     "loader samples/s": ("batch_loader", "torch_dataloader"),
-    "eval users/s, tutorial model": ("evaluator_tutorial", "per_row_tutorial"),
-    "eval users/s, dot-head loo model": ("evaluator_dot", "per_row_dot"),
+    "train step samples/s, bf16 over the tutorial's step": (
+        "train_tutorial_eager_bf16",
+        "train_tutorial_way",
+    ),
+    "train step, tutorial model, bf16 over fp32": (
+        "train_tutorial_eager_bf16",
+        "train_tutorial_eager_fp32",
+    ),
+    "train step, tutorial model, compiled over eager (bf16)": (
+        "train_tutorial_compiled_bf16",
+        "train_tutorial_eager_bf16",
+    ),
+    "train step, dot model, bf16 over fp32": (
+        "train_dot_eager_bf16",
+        "train_dot_eager_fp32",
+    ),
+    "train step, dot model, compiled over eager (bf16)": (
+        "train_dot_compiled_bf16",
+        "train_dot_eager_bf16",
+    ),
+    "eval users/s, tutorial model": ("evaluator_tutorial", "tutorial_eval_tutorial"),
+    "eval users/s, dot-head loo model": ("evaluator_dot", "tutorial_eval_dot"),
 }
 _THROUGHPUT_KEY = pytest.StashKey[dict[str, float]]()
 

@@ -1,4 +1,7 @@
-"""Benchmarks of the data path: window store build and loader throughput.
+"""Benchmarks of the data path: data preparation and loader throughput.
+
+The preparation cases time fastrec's parse plus window-store build, and the
+tutorial's pandas Python-engine parse of the three files plus per-user unfolding.
 
 The loader cases serve the tutorial's ``windows`` training rows (T=5, stride 1) in
 batches of 4,096 for one full epoch, once through fastrec's ``BatchLoader`` and
@@ -11,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.conftest import Record
-from bench.tutorial_way import StoreWindowDataset, make_loader
+from bench.tutorial_way import StoreWindowDataset, make_loader, prepare_tutorial
 from fastrec.config import Config
 from fastrec.data.loader import BatchLoader
 from fastrec.data.prepare import PreparedData, prepare
@@ -36,6 +39,24 @@ def test_store_build(
     rows = len(prepared.store)
     benchmark.extra_info["rows"] = rows
     throughput("store_build_rows", rows / benchmark.stats.stats.mean)
+
+
+def test_tutorial_prepare(
+    benchmark, throughput: Record, tutorial_config: Config, ml1m_dir: Path
+):
+    """Time the tutorial's preparation: pandas parse, per-user unfolding, split."""
+    data = tutorial_config.data
+
+    def run():
+        return prepare_tutorial(ml1m_dir, data.holdout_fraction, data.seed)
+
+    # One round: the pandas Python engine alone takes several seconds.
+    tutorial, train, holdout = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert len(train) + len(holdout) == len(tutorial.samples)
+    benchmark.extra_info["rows"] = len(tutorial.samples)
+    throughput(
+        "tutorial_prepare_rows", len(tutorial.samples) / benchmark.stats.stats.mean
+    )
 
 
 def count_epoch(batches) -> int:

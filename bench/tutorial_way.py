@@ -1,15 +1,18 @@
 """The baseline that fastrec is measured against: the tutorial's per-sample pipeline.
 
 Each step is written the plain way that the MovieLens transformer tutorial works:
-pandas parses ``ratings.dat`` with the Python engine, a Python loop per user sorts
-the ratings by time and unfolds windows of 5 over ``[start] + movies + [end]``, a
-per-sample ``Dataset`` feeds a ``DataLoader`` with default collation, and
-evaluation scores one row at a time and blocks its seen items in a Python loop.
+pandas parses the ``::``-separated files with its Python engine, a Python loop per
+user sorts the ratings by time and unfolds windows of 5 over
+``[start] + movies + [end]``, a per-sample ``Dataset`` feeds a ``DataLoader`` with
+default collation, an eager fp32 model trains with a plain full-softmax
+cross-entropy, and evaluation scores a batch, blocks each row's seen items in a
+Python loop over the rows, then takes ``torch.topk``.
 
 The ids match fastrec's, so the same model weights run on both pipelines: users
-are 0..U-1 in order of their raw ids, movies 1..n in order of theirs (0 is
-padding), the start token is n + 1 and the end token n + 2. Ties in timestamp keep
-the file order (a stable sort), as in fastrec.
+are 0..U-1 in order of their raw ids, the rated movies 1..n in order of theirs (0 is
+padding), the start token is n + 1 and the end token n + 2. The tutorial numbers
+every movie of movies.dat instead, which gives 177 more never-rated rows on ML-1M.
+Ties in timestamp keep the file order (a stable sort), as in fastrec.
 
 Shapes: N samples, T window length (5), B batch, V item rows, K top-k.
 """
@@ -17,7 +20,7 @@ Shapes: N samples, T window length (5), B batch, V item rows, K top-k.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,27 +37,45 @@ WINDOW = 5
 # Ratings that the tutorial gives its start and end tokens.
 START_RATING = 0
 END_RATING = 3
+ENCODING = "iso-8859-1"
 RATING_COLUMNS = ["user", "movie", "rating", "timestamp"]
+MOVIE_COLUMNS = ["movie", "title", "genres"]
+USER_COLUMNS = ["user", "gender", "age", "occupation", "zip"]
+SAMPLE_COLUMNS = ("items", "ratings", "user", "target", "target_rating")
 
 
-@dataclass(slots=True)
-class TutorialSample:
-    """One training or evaluation sample: a window and the item after it."""
+@dataclass
+class TutorialFrames:
+    """The three MovieLens files as pandas DataFrames."""
 
-    user: int
-    items: list[int]
-    """[T] the window's item ids."""
-    ratings: list[int]
-    """[T] the window's ratings."""
-    target: int
-    target_rating: int
+    ratings: pd.DataFrame
+    movies: pd.DataFrame
+    users: pd.DataFrame
+
+
+@dataclass
+class TutorialSamples:
+    """Stacked sample columns: items and ratings [N, T], the others [N]."""
+
+    items: torch.Tensor
+    ratings: torch.Tensor
+    user: torch.Tensor
+    target: torch.Tensor
+    target_rating: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def select(self, rows: torch.Tensor) -> TutorialSamples:
+        """Return the samples at ``rows`` [M] as a new TutorialSamples."""
+        return TutorialSamples(*(getattr(self, name)[rows] for name in SAMPLE_COLUMNS))
 
 
 @dataclass
 class TutorialData:
-    """The samples of every user and the sizes of the id spaces."""
+    """The unfolded samples of every user and the sizes of the id spaces."""
 
-    samples: list[TutorialSample]
+    samples: TutorialSamples
     n_users: int
     n_items: int
     """Number of rated movies; the vocabulary has n_items + 3 rows."""
@@ -65,23 +86,42 @@ class TutorialData:
         return self.n_items + 3
 
 
-def read_ratings_pandas(path: str | Path) -> pd.DataFrame:
-    """Parse ``ratings.dat`` with pandas' Python engine (``::`` is a regex separator)."""
-    return pd.read_csv(
-        path,
-        sep="::",
-        engine="python",
-        names=RATING_COLUMNS,
-        encoding="iso-8859-1",
+def read_dat_pandas(path: str | Path, names: list[str]) -> pd.DataFrame:
+    """Parse one ``::`` file with pandas' Python engine.
+
+    The C engine takes only one-character separators, so ``::`` needs the Python
+    engine (the separator is then a regular expression).
+    """
+    return pd.read_csv(path, sep="::", engine="python", names=names, encoding=ENCODING)
+
+
+def read_movielens_pandas(data_dir: str | Path) -> TutorialFrames:
+    """Parse ratings.dat, movies.dat and users.dat of an ml-1m folder with pandas."""
+    folder = Path(data_dir)
+    return TutorialFrames(
+        ratings=read_dat_pandas(folder / "ratings.dat", RATING_COLUMNS),
+        movies=read_dat_pandas(folder / "movies.dat", MOVIE_COLUMNS),
+        users=read_dat_pandas(folder / "users.dat", USER_COLUMNS),
     )
 
 
-def build_samples(ratings: pd.DataFrame, window: int = WINDOW) -> TutorialData:
-    """Assign dense ids and unfold every user's windows in a Python loop.
+def unfold_user(
+    sequence: list[int], ratings: list[int], window: int
+) -> tuple[torch.Tensor, ...]:
+    """Unfold one user's ``[start] + movies + [end]`` into (items, ratings, targets).
 
-    The sequence of a user is ``[start] + movies by timestamp + [end]``. Window i is
-    ``sequence[i : i + window]``, and its target is the last item of window i + 1,
-    so a user with n ratings gives n + 2 - window samples (n - 3 for windows of 5).
+    Window i is ``sequence[i : i + window]`` and its target is the last item of
+    window i + 1, so a sequence of length L gives L - window samples.
+    """
+    items = torch.tensor(sequence).unfold(0, window, 1)  # [L - T + 1, T]
+    stars = torch.tensor(ratings).unfold(0, window, 1)  # [L - T + 1, T]
+    return items[:-1], stars[:-1], items[1:, -1], stars[1:, -1]
+
+
+def build_samples(ratings: pd.DataFrame, window: int = WINDOW) -> TutorialData:
+    """Assign dense ids, then unfold every user's windows in a Python loop over users.
+
+    A user with n ratings gives n + 2 - window samples (n - 3 for windows of 5).
     """
     users = sorted(ratings["user"].unique())
     movies = sorted(ratings["movie"].unique())
@@ -92,77 +132,56 @@ def build_samples(ratings: pd.DataFrame, window: int = WINDOW) -> TutorialData:
     )
     start, end = len(movies) + 1, len(movies) + 2
 
-    samples: list[TutorialSample] = []
-    for user_id, group in frame.groupby("user_id"):
-        group = group.sort_values("timestamp", kind="stable")
+    columns: dict[str, list[torch.Tensor]] = {name: [] for name in SAMPLE_COLUMNS}
+    ordered = frame.sort_values("timestamp", kind="stable")
+    for user_id, group in ordered.groupby("user_id", sort=True):
         sequence = [start] + group["movie_id"].tolist() + [end]
-        sequence_ratings = [START_RATING] + group["rating"].tolist() + [END_RATING]
-        windows = [sequence[i : i + window] for i in range(len(sequence) - window + 1)]
-        window_ratings = [
-            sequence_ratings[i : i + window] for i in range(len(sequence) - window + 1)
-        ]
-        for i in range(len(windows) - 1):
-            samples.append(
-                TutorialSample(
-                    user=int(user_id),
-                    items=windows[i],
-                    ratings=window_ratings[i],
-                    target=windows[i + 1][-1],
-                    target_rating=window_ratings[i + 1][-1],
-                )
-            )
+        stars = [START_RATING] + group["rating"].tolist() + [END_RATING]
+        if len(sequence) <= window:
+            continue
+        items, item_ratings, target, target_rating = unfold_user(
+            sequence, stars, window
+        )
+        columns["items"].append(items)
+        columns["ratings"].append(item_ratings)
+        columns["user"].append(torch.full((len(target),), int(user_id)))
+        columns["target"].append(target)
+        columns["target_rating"].append(target_rating)
+    samples = TutorialSamples(*(torch.cat(columns[name]) for name in SAMPLE_COLUMNS))
     return TutorialData(samples=samples, n_users=len(users), n_items=len(movies))
 
 
 def random_split(
-    samples: list[TutorialSample], holdout_fraction: float = 0.1, seed: int = 0
-) -> tuple[list[TutorialSample], list[TutorialSample]]:
-    """Split the samples at random into (training, held-out) lists."""
-    order = np.random.default_rng(seed).permutation(len(samples))
+    samples: TutorialSamples, holdout_fraction: float = 0.1, seed: int = 0
+) -> tuple[TutorialSamples, TutorialSamples]:
+    """Split the samples at random into (training, held-out) samples."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(samples), generator=generator)
     n_holdout = int(round(holdout_fraction * len(samples)))
-    train = [samples[i] for i in order[n_holdout:]]
-    holdout = [samples[i] for i in order[:n_holdout]]
-    return train, holdout
+    return samples.select(order[n_holdout:]), samples.select(order[:n_holdout])
 
 
 def prepare_tutorial(
-    ratings_path: str | Path, holdout_fraction: float = 0.1, seed: int = 0
-) -> tuple[TutorialData, list[TutorialSample], list[TutorialSample]]:
-    """Run the tutorial's data preparation: parse, unfold and split."""
-    data = build_samples(read_ratings_pandas(ratings_path))
+    data_dir: str | Path, holdout_fraction: float = 0.1, seed: int = 0
+) -> tuple[TutorialData, TutorialSamples, TutorialSamples]:
+    """Run the tutorial's data preparation: parse the three files, unfold, split."""
+    frames = read_movielens_pandas(data_dir)
+    data = build_samples(frames.ratings)
     train, holdout = random_split(data.samples, holdout_fraction, seed)
     return data, train, holdout
 
 
-def samples_as_arrays(samples: Sequence[TutorialSample]) -> dict[str, np.ndarray]:
-    """Stack samples into int64 columns: items and ratings [N, T], the rest [N]."""
-    return {
-        "user": np.array([s.user for s in samples], dtype=np.int64),
-        "items": np.array([s.items for s in samples], dtype=np.int64),
-        "ratings": np.array([s.ratings for s in samples], dtype=np.int64),
-        "target": np.array([s.target for s in samples], dtype=np.int64),
-        "target_rating": np.array([s.target_rating for s in samples], dtype=np.int64),
-    }
-
-
 class TutorialDataset(Dataset):
-    """Per-sample dataset over TutorialSample objects, one dict of tensors per item."""
+    """Per-sample dataset over stacked sample columns, one dict of tensors per item."""
 
-    def __init__(self, samples: Sequence[TutorialSample]) -> None:
+    def __init__(self, samples: TutorialSamples) -> None:
         self.samples = samples
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = self.samples[index]
-        return {
-            "items": torch.tensor(sample.items),
-            "ratings": torch.tensor(sample.ratings),
-            "user": torch.tensor(sample.user),
-            "target": torch.tensor(sample.target),
-            "target_rating": torch.tensor(sample.target_rating),
-        }
+        return {name: getattr(self.samples, name)[index] for name in SAMPLE_COLUMNS}
 
 
 class StoreWindowDataset(Dataset):
@@ -171,8 +190,6 @@ class StoreWindowDataset(Dataset):
     ``__getitem__`` copies one window's columns into tensors, so a ``DataLoader``
     with default collation serves the same rows as ``BatchLoader`` does.
     """
-
-    COLUMNS = ("items", "ratings", "user", "target", "target_rating")
 
     def __init__(self, part: PartView) -> None:
         self.part = part
@@ -183,73 +200,33 @@ class StoreWindowDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         # torch.tensor copies, because the mapped store arrays are read-only.
         return {
-            name: torch.tensor(getattr(self.part, name)[index]) for name in self.COLUMNS
+            name: torch.tensor(getattr(self.part, name)[index])
+            for name in SAMPLE_COLUMNS
         }
 
 
-def make_loader(dataset: Dataset, batch_size: int, seed: int = 0) -> DataLoader:
-    """Return a shuffling ``DataLoader`` with default collation and no workers."""
+def make_loader(
+    dataset: Dataset, batch_size: int, seed: int = 0, shuffle: bool = True
+) -> DataLoader:
+    """Return a ``DataLoader`` with default collation and no worker processes."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
-
-
-@dataclass
-class StepTiming:
-    """Throughput of a training loop after its warm-up steps."""
-
-    steps: int
-    samples: int
-    seconds: float
-    warmup_seconds: float
-    mean_loss: float
-
-    @property
-    def samples_per_s(self) -> float:
-        """Timed samples per second."""
-        return self.samples / max(self.seconds, 1e-9)
-
-
-def time_training(
-    batches: Callable[[], Iterator[dict[str, torch.Tensor]]],
-    step: Callable[[dict[str, torch.Tensor]], float | torch.Tensor],
-    warmup_steps: int,
-    steps_per_epoch: int,
-    epochs: int = 1,
-) -> StepTiming:
-    """Time ``epochs`` epochs of at most ``steps_per_epoch`` steps after a warm-up.
-
-    ``batches()`` starts one epoch's iterator, and loading its batches is part of the
-    timed work. The warm-up steps run first on a separate iterator, untimed.
-    """
-    warmup_started = time.perf_counter()
-    warmup = batches()
-    for _ in range(warmup_steps):
-        step(next(warmup))
-    del warmup
-    warmup_seconds = time.perf_counter() - warmup_started
-
-    steps = samples = 0
-    loss_sum = 0.0
-    started = time.perf_counter()
-    for _ in range(epochs):
-        for index, batch in enumerate(batches()):
-            if index >= steps_per_epoch:
-                break
-            loss_sum += float(step(batch))
-            steps += 1
-            samples += int(batch["user"].shape[0])
-    seconds = time.perf_counter() - started
-    return StepTiming(steps, samples, seconds, warmup_seconds, loss_sum / max(1, steps))
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator
+    )
 
 
 def tutorial_step_function(
     model: SequentialRecommender, optimizer: torch.optim.Optimizer
 ) -> Callable[[dict[str, torch.Tensor]], float]:
-    """Return the tutorial's eager fp32 step: last-item cross-entropy, AdamW update."""
+    """Return the tutorial's eager fp32 step: full-softmax cross-entropy, then Adam.
+
+    The loss reads the [B, V] logits of the item after the window, and ``.item()``
+    reads it back every step, as a training loop that logs each loss does.
+    """
 
     def step(batch: dict[str, torch.Tensor]) -> float:
-        logits = model(batch["items"], batch["user"])  # [B, V]
-        loss = F.cross_entropy(logits, batch["target"])
+        logits = model(batch["items"].long(), batch["user"].long())  # [B, V]
+        loss = F.cross_entropy(logits, batch["target"].long())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -258,9 +235,31 @@ def tutorial_step_function(
     return step
 
 
+class EvalDataset(Dataset):
+    """Per-sample evaluation rows; ``row`` indexes the seen items kept beside it."""
+
+    def __init__(
+        self, items: np.ndarray, users: np.ndarray, targets: np.ndarray
+    ) -> None:
+        self.items = torch.as_tensor(np.asarray(items), dtype=torch.long)  # [N, T]
+        self.users = torch.as_tensor(np.asarray(users), dtype=torch.long)  # [N]
+        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)  # [N]
+
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            "items": self.items[index],
+            "user": self.users[index],
+            "target": self.targets[index],
+            "row": torch.tensor(index),
+        }
+
+
 @dataclass
-class PerRowResult:
-    """Hit counts and time of a per-row evaluation."""
+class EvalResult:
+    """Hit counts, reciprocal ranks and time of a tutorial-way evaluation."""
 
     rows: int
     seconds: float
@@ -277,42 +276,43 @@ class PerRowResult:
 
 
 @torch.no_grad()
-def evaluate_per_row(
+def evaluate_tutorial(
     model: SequentialRecommender,
-    items: np.ndarray,
-    users: np.ndarray,
-    targets: np.ndarray,
-    seen: Sequence[Sequence[int]],
+    dataset: EvalDataset,
+    seen: Sequence[torch.Tensor],
     ks: Sequence[int],
-) -> PerRowResult:
-    """Rank the catalog one row at a time, blocking seen items in a Python loop.
+    batch_size: int = 512,
+) -> EvalResult:
+    """Rank the catalog in batches, blocking each row's seen items in a row loop.
 
-    ``items`` is [N, T], ``users`` and ``targets`` [N], and ``seen[i]`` the item ids
-    row i must not return. The model runs eagerly in fp32 on one row per call.
+    The model runs eagerly in fp32 on batches of a ``DataLoader``. ``seen[i]`` holds
+    the item ids that dataset row i must not return (the tutorial blocks the input
+    window). Every cut-off of ``ks`` comes from one ranking pass.
     """
     was_training = model.training
     model.eval()
     hits = {k: 0 for k in ks}
     top_k = max(ks)
+    loader = make_loader(dataset, batch_size, shuffle=False)
     started = time.perf_counter()
-    for row in range(len(targets)):
-        window = torch.as_tensor(items[row : row + 1], dtype=torch.long)  # [1, T]
-        user = torch.as_tensor(users[row : row + 1], dtype=torch.long)  # [1]
-        scores = model.score_next(window, user)[0]  # [V]
-        for item in seen[row]:
-            scores[item] = float("-inf")
-        top = torch.topk(scores, top_k).indices.tolist()  # [K]
-        target = int(targets[row])
+    for batch in loader:
+        scores = model.score_next(batch["items"], batch["user"])  # [B, V]
+        for position, row in enumerate(batch["row"].tolist()):
+            scores[position, seen[row]] = float("-inf")
+        top = torch.topk(scores, top_k, dim=1).indices  # [B, K]
+        found = top == batch["target"][:, None]  # [B, K]
         for k in ks:
-            if target in top[:k]:
-                hits[k] += 1
+            hits[k] += int(found[:, :k].any(dim=1).sum())
     seconds = time.perf_counter() - started
     model.train(was_training)
-    return PerRowResult(rows=len(targets), seconds=seconds, hits=hits)
+    return EvalResult(rows=len(dataset), seconds=seconds, hits=hits)
 
 
-def seen_lists(part: PartView, rows: np.ndarray) -> list[list[int]]:
-    """Return each row's seen items (its stored history) as Python lists."""
+def seen_lists(part: PartView, rows: np.ndarray) -> list[torch.Tensor]:
+    """Return each row's seen items (its stored history) as int64 tensors."""
     offsets = np.asarray(part.history_offsets, dtype=np.int64)
     values = part.history_values
-    return [values[offsets[row] : offsets[row + 1]].tolist() for row in rows]
+    return [
+        torch.from_numpy(values[offsets[row] : offsets[row + 1]].astype(np.int64))
+        for row in rows
+    ]

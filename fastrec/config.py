@@ -79,19 +79,20 @@ class DataConfig:
 class TrainConfig:
     """Optimization, precision and run control."""
 
-    epochs: int = 20
+    epochs: int = 10
     """Maximum number of epochs."""
-    batch_size: int = 128
+    batch_size: int = 64
     """Windows per step (per process under DDP)."""
-    lr: float = 1e-3
-    """Peak learning rate of AdamW."""
+    lr: float = 2e-3
+    """Peak learning rate of AdamW for the global batch (batch_size x world size
+    windows under DDP), used as given for every world size."""
     min_lr: float = 1e-5
     """Learning rate at the end of the cosine decay."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to embeddings, norms and biases)."""
     betas: tuple[float, float] = (0.9, 0.98)
     """AdamW betas."""
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     """Linear warm-up steps before the cosine decay."""
     grad_clip: float = 1.0
     """Maximum global gradient norm; 0 turns clipping off."""
@@ -176,6 +177,7 @@ def default_model_config() -> ModelConfig:
         n_heads=2,
         d_ff=256,
         dropout=0.2,
+        attention_dropout=0.0,
         init_range=0.0,
         n_special=0,
     )

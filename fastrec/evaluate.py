@@ -306,10 +306,15 @@ class Evaluator:
         return 10 if 10 in ks else max(ks)
 
     def _finish(self, metrics, behaviour, ks) -> dict[str, Any]:
-        metrics.all_reduce()
+        # Only an evaluator that shards the rows sums over ranks. One that evaluates
+        # every row inside a process group would otherwise count each row per rank.
+        sharded = self.dist.world_size > 1
+        if sharded:
+            metrics.all_reduce()
         result: dict[str, Any] = metrics.compute()
         if behaviour is not None:
-            behaviour.all_reduce()
+            if sharded:
+                behaviour.all_reduce()
             k = self.behaviour_k(ks)
             for name, value in behaviour.compute().items():
                 result[f"{name}@{k}"] = value

@@ -91,7 +91,7 @@ def linear_cross_entropy(
     and adds nothing). ``row_weights`` optionally scales each target's loss. The
     result is the weighted sum over max(weight sum, tiny), as in
     ``fastrec.model.sequence_loss``, and the softmax runs in fp32. Under autocast the
-    two matrix products run in the autocast dtype. No host sync. torch.compile does
+    two matrix products run in the autocast dtype. No host sync on a GPU. torch.compile does
     not trace it: the chunk loop would unroll into a very large graph.
     """
     width = features.shape[-1]
@@ -100,6 +100,12 @@ def linear_cross_entropy(
     real = (flat_targets != 0).float()
     if row_weights is not None:
         real = real * row_weights.reshape(-1).float()
+    if flat.device.type == "cpu":
+        # Padded positions add nothing, and on the CPU dropping them first saves
+        # their share of the output layer (often a third of a loo batch). On a GPU
+        # the row count would have to be read back to the host, so they stay.
+        keep = real.nonzero().squeeze(1)  # [N']
+        flat, flat_targets, real = flat[keep], flat_targets[keep], real[keep]
     if torch.is_autocast_enabled(features.device.type):
         compute_dtype = torch.get_autocast_dtype(features.device.type)
     else:

@@ -9,8 +9,13 @@ of -1 means that no eligible item was left for it.
 
 Every metric works in two steps. A ``*_sums`` function reduces one batch to sums and
 counts, as tensors on the input's device and without a host sync, so that ranks can
-all-reduce them. A ``finalize_*`` function divides, with one host transfer. The
-accumulator classes chain the two across batches and ranks.
+all-reduce them. A ``finalize_*`` function divides, with one host transfer.
+
+The accumulator classes chain the two across batches and ranks. They keep integer
+totals only (a histogram of target ranks, per-item recommendation counts and a
+fixed-point diversity sum), because integer addition is exact in any order. Their
+results therefore do not depend on the batch size or on how many ranks share the rows,
+and an evaluation split over DDP ranks equals the single-process one bit for bit.
 
 NOTE: the tests run on the CPU with gloo. The CUDA and NCCL paths, and the claim of
 no host sync on CUDA, have not been checked (torch.cuda.set_sync_debug_mode would).
@@ -230,34 +235,66 @@ class _SumAccumulator:
 
     @property
     def sums(self) -> dict[str, Tensor]:
-        """Running sums, local until ``all_reduce()`` and global after it."""
+        """Running totals, local until ``all_reduce()`` and global after it."""
         return dict(self._sums)
 
 
 class MetricAccumulator(_SumAccumulator):
-    """Ranking metric sums over many batches, on one device, ready for all-reduce.
+    """Ranking metrics over many batches, on one device, ready for all-reduce.
 
-    ``update`` adds one batch's sums on the device without a host sync,
+    The running total is a histogram of target ranks: int64 counts of users at each
+    rank 1..Kmax, with bin 0 for misses (Kmax is the largest cut-off). ``compute``
+    derives the metric sums from it, so they are the same for any batching or rank
+    split. ``update`` adds one batch on the device without a host sync,
     ``all_reduce`` sums over ranks, and ``compute`` returns the means as floats.
     Inputs must be on ``device``.
     """
 
     def __init__(self, ks: Sequence[int], device: torch.device | str = "cpu") -> None:
         self.ks = _validate_ks(ks)
+        self.k_max = max(self.ks)
         super().__init__(device)
 
     def _zero_sums(self) -> dict[str, Tensor]:
-        empty = torch.zeros(0, dtype=torch.long, device=self.device)
-        return ranking_metric_sums(empty, self.ks)
+        counts = torch.zeros(self.k_max + 1, dtype=torch.long, device=self.device)
+        return {"rank_counts": counts}
 
     def update(self, ranks: Tensor) -> None:
-        """Add the metric sums of one batch of target ranks ([B], 0 for a miss)."""
+        """Add one batch of target ranks ([B], 0 for a miss) to the histogram."""
         self._check_device(ranks)
-        self._add(ranking_metric_sums(ranks, self.ks))
+        if ranks.dim() != 1:
+            raise ValueError(f"ranks must be [B], got shape {tuple(ranks.shape)}")
+        ranks = ranks.to(torch.long)
+        # A rank beyond the largest cut-off is a miss at every K.
+        bins = torch.where((ranks >= 1) & (ranks <= self.k_max), ranks, 0)
+        # scatter_add_ needs no host sync, unlike bincount on CUDA.
+        counts = torch.zeros(self.k_max + 1, dtype=torch.long, device=self.device)
+        counts.scatter_add_(0, bins, torch.ones_like(bins))
+        self._add({"rank_counts": counts})
+
+    def metric_sums(self) -> dict[str, Tensor]:
+        """Return the sums of ``ranking_metric_sums`` computed from the histogram."""
+        counts = self._sums["rank_counts"]
+        dtype = _accumulation_dtype(self.device)
+        rank = torch.arange(1, self.k_max + 1, dtype=dtype, device=self.device)
+        users_at_rank = counts[1:].to(dtype)  # [Kmax]
+        sums: dict[str, Tensor] = {}
+        for k in self.ks:
+            hit = users_at_rank[:k]
+            hits = hit.sum()
+            reciprocal_sum = (hit / rank[:k]).sum()
+            sums[f"HR@{k}"] = hits
+            sums[f"NDCG@{k}"] = (hit / torch.log2(rank[:k] + 1.0)).sum()
+            sums[f"MRR@{k}"] = reciprocal_sum
+            sums[f"MAP@{k}"] = reciprocal_sum.clone()
+            sums[f"Precision@{k}"] = hits / k
+            sums[f"Recall@{k}"] = hits.clone()
+        sums["users"] = counts.sum()
+        return sums
 
     def compute(self) -> dict[str, float]:
         """Return the mean of each metric over the users seen so far."""
-        return finalize_metrics(self._sums)
+        return finalize_metrics(self.metric_sums())
 
 
 @dataclass(frozen=True)
@@ -393,6 +430,56 @@ def build_item_statistics(
     )
 
 
+def _counted_slots(
+    topk_indices: Tensor, stats: ItemStatistics
+) -> tuple[Tensor, Tensor]:
+    """Check a batch of top-K lists and return (rows, valid), both [B, K].
+
+    ``valid`` marks the slots that contain a real item, 1..n_items. ``rows`` is the
+    slot's item, or row 0 in place of a skipped slot.
+    """
+    if topk_indices.dim() != 2:
+        raise ValueError(
+            f"topk_indices must be [B, K], got shape {tuple(topk_indices.shape)}"
+        )
+    if topk_indices.device != stats.device:
+        raise ValueError(
+            f"top-K lists are on {topk_indices.device} but the item statistics are "
+            f"on {stats.device}; move them with stats.to(device)"
+        )
+    indices = topk_indices.to(torch.long)
+    valid = (indices >= 1) & (indices <= stats.n_items)  # [B, K]
+    rows = torch.where(valid, indices, torch.zeros_like(indices))
+    return rows, valid
+
+
+def _recommendation_counts(rows: Tensor, valid: Tensor, n_rows: int) -> Tensor:
+    """Count how often each of the ``n_rows`` catalog rows fills a valid slot."""
+    item_counts = torch.zeros(n_rows, dtype=torch.long, device=rows.device)
+    item_counts.scatter_add_(0, rows.reshape(-1), valid.reshape(-1).to(torch.long))
+    return item_counts
+
+
+def _list_diversity(
+    rows: Tensor, weight: Tensor, genre_unit_vectors: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Return each list's mean pairwise genre distance [B] and whether it has a pair.
+
+    ``weight`` [B, K] is 1 for a counted slot and 0 for a skipped one.
+    """
+    unit = genre_unit_vectors[rows] * weight.unsqueeze(-1)  # [B, K, G]
+    # Over unordered pairs i < j, sum cos(i, j) = (|sum_i u_i|^2 - sum_i |u_i|^2)
+    # / 2 for unit or zero vectors u, which avoids the [B, K, K] matrix.
+    total = unit.sum(dim=1)  # [B, G]
+    squared_norms = (unit * unit).sum(dim=(1, 2))  # [B]
+    cosine_sum = ((total * total).sum(dim=1) - squared_norms) / 2.0  # [B]
+    counted = weight.sum(dim=1)  # [B]
+    pairs = counted * (counted - 1.0) / 2.0  # [B]
+    has_pairs = pairs > 0
+    mean_distance = 1.0 - cosine_sum / pairs.clamp(min=1.0)  # [B]
+    return torch.where(has_pairs, mean_distance, 0.0), has_pairs
+
+
 def behaviour_metric_sums(
     topk_indices: Tensor, stats: ItemStatistics
 ) -> dict[str, Tensor]:
@@ -412,48 +499,20 @@ def behaviour_metric_sums(
       and j is 1 - cos(g_i, g_j) of their multi-hot genre vectors, and an item
       without genres has cosine 0 with every item.
     """
-    if topk_indices.dim() != 2:
-        raise ValueError(
-            f"topk_indices must be [B, K], got shape {tuple(topk_indices.shape)}"
-        )
-    if topk_indices.device != stats.device:
-        raise ValueError(
-            f"top-K lists are on {topk_indices.device} but the item statistics are "
-            f"on {stats.device}; move them with stats.to(device)"
-        )
-    device = topk_indices.device
-    dtype = stats.popularity.dtype
-    n_rows = stats.popularity.shape[0]
-
-    indices = topk_indices.to(torch.long)
-    valid = (indices >= 1) & (indices <= stats.n_items)  # [B, K]
-    # [B, K]: row 0 replaces skipped slots, and ``weight`` zeroes their values.
-    rows = torch.where(valid, indices, torch.zeros_like(indices))
-    weight = valid.to(dtype)
-
-    item_counts = torch.zeros(n_rows, dtype=torch.long, device=device)
-    item_counts.scatter_add_(0, rows.reshape(-1), valid.reshape(-1).to(torch.long))
-
+    rows, valid = _counted_slots(topk_indices, stats)
+    device = rows.device
+    # ``weight`` zeroes the values that row 0 contributes in place of skipped slots.
+    weight = valid.to(stats.popularity.dtype)
     sums: dict[str, Tensor] = {
-        "item_counts": item_counts,
-        "lists": torch.full((), indices.shape[0], dtype=torch.long, device=device),
+        "item_counts": _recommendation_counts(rows, valid, stats.popularity.shape[0]),
+        "lists": torch.full((), rows.shape[0], dtype=torch.long, device=device),
         "slots": valid.sum(dtype=torch.long),
         "self_information": (stats.self_information[rows] * weight).sum(),
         "popularity": (stats.popularity[rows] * weight).sum(),
     }
-
     if stats.genre_unit_vectors is not None:
-        unit = stats.genre_unit_vectors[rows] * weight.unsqueeze(-1)  # [B, K, G]
-        # Over unordered pairs i < j, sum cos(i, j) = (|sum_i u_i|^2 - sum_i |u_i|^2)
-        # / 2 for unit or zero vectors u, which avoids the [B, K, K] matrix.
-        total = unit.sum(dim=1)  # [B, G]
-        squared_norms = (unit * unit).sum(dim=(1, 2))  # [B]
-        cosine_sum = ((total * total).sum(dim=1) - squared_norms) / 2.0  # [B]
-        counted = weight.sum(dim=1)  # [B]
-        pairs = counted * (counted - 1.0) / 2.0  # [B]
-        has_pairs = pairs > 0
-        mean_distance = 1.0 - cosine_sum / pairs.clamp(min=1.0)  # [B]
-        sums["diversity"] = torch.where(has_pairs, mean_distance, 0.0).sum()
+        distance, has_pairs = _list_diversity(rows, weight, stats.genre_unit_vectors)
+        sums["diversity"] = distance.sum()
         sums["diversity_lists"] = has_pairs.sum(dtype=torch.long)
     return sums
 
@@ -500,12 +559,21 @@ def finalize_behaviour_metrics(
     return result
 
 
+# Fixed-point scale of the diversity totals: a list's mean distance (at most 2) is
+# stored as round(distance * 2**32). The int64 sum cannot overflow below 2**30 lists,
+# and the rounding changes the mean diversity by at most 2**-33.
+_DIVERSITY_SCALE = 2**32
+
+
 class BehaviourAccumulator(_SumAccumulator):
-    """Behavioural metric sums over many batches of top-K lists, ready for all-reduce.
+    """Behavioural metrics over many batches of top-K lists, ready for all-reduce.
 
     Coverage, genre diversity, novelty and popularity bias, as defined in
-    ``behaviour_metric_sums`` and ``finalize_behaviour_metrics``. Coverage keeps a
-    [V] count tensor, so that ranks can sum it before counting distinct items.
+    ``behaviour_metric_sums`` and ``finalize_behaviour_metrics``. The running totals
+    are integers: a [V] count of how often each item was recommended (from which
+    coverage, novelty and popularity follow), the number of lists, and a fixed-point
+    sum of the lists' diversity. Ranks sum them exactly before ``compute`` derives
+    the metrics, so the result is the same for any batching or rank split.
     ``update`` adds on the device without a host sync, ``all_reduce`` sums over
     ranks, and ``compute`` returns floats. Inputs must be on the device of ``stats``.
     """
@@ -518,13 +586,51 @@ class BehaviourAccumulator(_SumAccumulator):
 
     def _zero_sums(self) -> dict[str, Tensor]:
         empty = torch.zeros(0, 0, dtype=torch.long, device=self.device)
-        return behaviour_metric_sums(empty, self.stats)
+        return self._batch_totals(empty)
+
+    def _batch_totals(self, topk_indices: Tensor) -> dict[str, Tensor]:
+        rows, valid = _counted_slots(topk_indices, self.stats)
+        n_rows = self.stats.popularity.shape[0]
+        totals = {
+            "item_counts": _recommendation_counts(rows, valid, n_rows),
+            "lists": torch.full(
+                (), rows.shape[0], dtype=torch.long, device=self.device
+            ),
+        }
+        if self.stats.genre_unit_vectors is not None:
+            weight = valid.to(self.stats.popularity.dtype)
+            distance, has_pairs = _list_diversity(
+                rows, weight, self.stats.genre_unit_vectors
+            )
+            fixed = torch.round(distance * _DIVERSITY_SCALE).to(torch.long)
+            totals["diversity_fixed"] = fixed.sum()
+            totals["diversity_lists"] = has_pairs.sum(dtype=torch.long)
+        return totals
 
     def update(self, topk_indices: Tensor) -> None:
         """Add one batch of top-K lists ([B, K], -1 for an empty slot)."""
         self._check_device(topk_indices)
-        self._add(behaviour_metric_sums(topk_indices, self.stats))
+        self._add(self._batch_totals(topk_indices))
+
+    def metric_sums(self) -> dict[str, Tensor]:
+        """Return the sums of ``behaviour_metric_sums`` computed from the totals."""
+        totals = self._sums
+        item_counts = totals["item_counts"]
+        counts = item_counts.to(self.stats.popularity.dtype)
+        sums = {
+            "item_counts": item_counts,
+            "lists": totals["lists"],
+            # Only real items are ever counted, so the counts add up to the slots.
+            "slots": item_counts.sum(),
+            "self_information": (counts * self.stats.self_information).sum(),
+            "popularity": (counts * self.stats.popularity).sum(),
+        }
+        if "diversity_fixed" in totals:
+            fixed = totals["diversity_fixed"].to(self.stats.popularity.dtype)
+            sums["diversity"] = fixed / _DIVERSITY_SCALE
+            sums["diversity_lists"] = totals["diversity_lists"]
+        return sums
 
     def compute(self) -> dict[str, float]:
         """Return the behavioural metrics over the lists seen so far."""
-        return finalize_behaviour_metrics(self._sums, self.stats)
+        return finalize_behaviour_metrics(self.metric_sums(), self.stats)

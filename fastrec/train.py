@@ -4,7 +4,14 @@
                             [--set key=value ...] [--resume] [--profile]
 
 With no arguments it trains the default config on data/ml-1m, downloading the
-data first when it is missing. Under ``torchrun`` it trains with DDP.
+data first when it is missing.
+
+Under ``torchrun`` every process trains a DDP replica on its own shard of the
+training windows, so one optimizer step covers ``train.batch_size`` x world size
+windows. ``train.lr`` applies to that global batch as given: it is not rescaled with
+the world size. Validation and test rows are split across the ranks and the metric
+totals are summed, so every row counts once. Only rank 0 logs, writes TensorBoard,
+metrics and checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -33,7 +41,7 @@ from .data.sequences import item_genre_matrix, user_code_matrix
 from .errors import FastrecError, exit_on_user_error
 from .evaluate import Evaluator, format_table, write_metrics
 from .losses import linear_cross_entropy
-from .model import SequentialRecommender
+from .model import SequentialRecommender, strip_state_dict_prefixes
 from .plots import plot_loss_curve
 from .profiling import stage
 
@@ -83,17 +91,43 @@ class TrainingStep(nn.Module):
 
 
 def resolve_device(name: str, local_rank: int) -> torch.device:
-    """Return the training device for ``train.device`` (``auto`` picks CUDA when present)."""
+    """Return the training device for ``train.device`` (``auto`` picks CUDA when present).
+
+    ``cuda`` without an index means the GPU of the local rank, one GPU per process.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FastrecError(
+            f"train.device={name!r} is invalid; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise FastrecError("train.device is cuda but no CUDA device is available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise FastrecError(
+                f"this process needs GPU {device.index} but only "
+                f"{torch.cuda.device_count()} are visible; start at most one process "
+                "per GPU (torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(device)
     return device
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Return the dropout seed of ``rank``: ``seed`` itself on rank 0.
+
+    The other ranks draw their own dropout masks from a seed derived from
+    (seed, rank), because identical masks on every rank would add no noise between
+    the replicas.
+    """
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % 2**64, rank]).generate_state(1)[0])
 
 
 def amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
@@ -170,6 +204,16 @@ class StopRequested(Exception):
     """SIGINT or SIGTERM arrived; training saves ``last.pt`` and exits."""
 
 
+# Running statistics of an epoch that a stop interrupted, carried into --resume.
+EMPTY_PARTIAL = {
+    "loss_sum": 0.0,
+    "norm_sum": 0.0,
+    "steps": 0,
+    "samples": 0,
+    "seconds": 0.0,
+}
+
+
 class Trainer:
     """Training loop with validation, checkpoints, early stopping and logging."""
 
@@ -190,8 +234,12 @@ class Trainer:
         self.amp_dtype = amp_dtype(config, self.device)
         tc = config.train
 
+        # The same seed on every rank gives identical initial weights; DDP also
+        # broadcasts rank 0's weights when it wraps the model.
         torch.manual_seed(tc.seed)
         self.model = build_model(config, prepared).to(self.device)
+        if dist.rank:
+            torch.manual_seed(rank_seed(tc.seed, dist.rank))
         objective = tc.objective
         if objective == "auto":
             objective = "last" if self.model.config.head == "interaction" else "all"
@@ -208,7 +256,10 @@ class Trainer:
             tc.compile == "auto" and self.device.type == "cuda"
         )
         self.compiled = use_compile
+        # Compiling the DDP wrapper (not the inner module) lets dynamo split the graph
+        # at DDP's gradient buckets, so communication overlaps the backward pass.
         self.step_module = torch.compile(step_module) if use_compile else step_module
+        self.stop_vote = distributed.StopVote()
 
         self.loader = BatchLoader(
             prepared.store.part("train"),
@@ -253,15 +304,20 @@ class Trainer:
         self.best_epoch = -1
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
-        self._partial = {"loss_sum": 0.0, "steps": 0, "samples": 0, "seconds": 0.0}
+        self._partial = dict(EMPTY_PARTIAL)
         self._stop_signal: int | None = None
         self.flops_per_sample = self.model.flops_per_sample()
 
     # Checkpoints -------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Return everything needed to continue this run exactly."""
-        return {
+        """Return everything needed to continue this run exactly.
+
+        Under DDP every rank must call it, because it gathers the RNG states of all
+        ranks.
+        """
+        rng = rng_state()
+        state = {
             "model": self.model.state_dict(),
             "model_config": dataclasses.asdict(self.model.config),
             "config": self.config.to_dict(),
@@ -276,26 +332,42 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "history": self.history,
             "partial": dict(self._partial),
-            "rng": rng_state(),
+            "world_size": self.dist.world_size,
+            "rng": rng,
             "store": {k: v for k, v in self.prepared.store.metadata.items()},
         }
+        if self.dist.world_size > 1:
+            state["rng_ranks"] = distributed.all_gather_object(rng)
+        return state
 
     def save(self, name: str) -> Path:
-        """Write ``name`` (``last.pt`` or ``best.pt``) into the out-dir, on rank 0 only."""
+        """Write ``name`` (``last.pt`` or ``best.pt``) into the out-dir.
+
+        Every rank calls it and only rank 0 writes. The weights are those of the
+        unwrapped model, without DDP's ``module.`` or torch.compile's
+        ``_orig_mod.`` prefixes, so a single process can load them.
+        """
         path = self.out_dir / name
+        state = self.state()
         if self.dist.is_main:
-            save_checkpoint(path, self.state())
+            save_checkpoint(path, state)
         return path
 
     def restore(self, path: Path) -> None:
-        """Continue from a checkpoint written by ``save``."""
-        state = load_checkpoint(path, map_location=self.device)
+        """Continue from a checkpoint written by ``save``, with any world size.
+
+        Rank 0 reads the file and sends it to the other ranks, so on several
+        machines only rank 0's machine needs the out-dir.
+        """
+        state = load_on_main(path, self.dist)
         if state["store"].get("key") != self.prepared.store.metadata.get("key"):
             raise FastrecError(
                 f"{path} was trained on another window store; resume with the same "
                 "config and data, or start a new --out-dir"
             )
-        self.model.load_state_dict(state["model"], strict=True)
+        self.model.load_state_dict(
+            strip_state_dict_prefixes(state["model"]), strict=True
+        )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -306,11 +378,56 @@ class Trainer:
         self.best_epoch = state["best_epoch"]
         self.bad_epochs = state["bad_epochs"]
         self.history = state["history"]
-        self._partial = dict(state["partial"])
-        set_rng_state(state["rng"])
-        log.info(
-            "resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch
-        )
+        self._partial = dict(EMPTY_PARTIAL, **state["partial"])
+        saved_world_size = state.get("world_size", 1)
+        rng_ranks = state.get("rng_ranks") or [state["rng"]]
+        if saved_world_size == self.dist.world_size:
+            set_rng_state(rng_ranks[self.dist.rank])
+        else:
+            self._adapt_to_world_size(saved_world_size, path)
+            set_rng_state(state["rng"])
+            if self.dist.rank:
+                torch.manual_seed(rank_seed(self.config.train.seed, self.dist.rank))
+        if self.dist.is_main:
+            log.info(
+                "resumed from %s at epoch %d, step %d",
+                path,
+                self.epoch,
+                self.step_in_epoch,
+            )
+
+    def _adapt_to_world_size(self, saved_world_size: int, path: Path) -> None:
+        """Continue a run that was saved under another world size.
+
+        The number of steps per epoch differs, so the step count and the LR
+        schedule restart at the beginning of the current epoch as if this world
+        size had trained from the start. An epoch interrupted in the middle is
+        trained again from its first batch, because the new shards mix the rows it
+        trained on with those it did not.
+        """
+        if self.dist.is_main:
+            log.warning(
+                "%s was saved with world size %d and this run has %d; the LR "
+                "schedule is laid out again for %d steps per epoch%s",
+                path,
+                saved_world_size,
+                self.dist.world_size,
+                self.steps_per_epoch,
+                f" and epoch {self.epoch + 1} restarts from its first batch"
+                if self.step_in_epoch
+                else "",
+            )
+        self.step_in_epoch = 0
+        self._partial = dict(EMPTY_PARTIAL)
+        self.global_step = self.epoch * self.steps_per_epoch
+        # LambdaLR sets lr = base_lr * factor(last_epoch) after each step, so these
+        # are the values it would hold after global_step steps.
+        factor = self.scheduler.lr_lambdas[0](self.global_step)
+        lrs = [base * factor for base in self.scheduler.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.scheduler.last_epoch = self.global_step
+        self.scheduler._last_lr = lrs  # what get_last_lr() returns
 
     # Training ----------------------------------------------------------------------
 
@@ -381,6 +498,7 @@ class Trainer:
         samples = self._partial["samples"]
         seconds = self._partial["seconds"]
         loss_sum += self._partial["loss_sum"]
+        norm_sum += self._partial["norm_sum"]
         profiler = None
         if self.profile_steps and self.epoch == 0 and skip == 0:
             profiler = self._profiler()
@@ -416,9 +534,18 @@ class Trainer:
                             loss=f"{pending_loss.item():.4f}", refresh=False
                         )
                     pending_loss = loss
-            if self._stop_signal is not None:
+            # Under DDP the ranks agree on the stop, one step after the first signal.
+            agreed = self.stop_vote.poll(self._stop_signal)
+            if agreed is not None:
+                self._stop_signal = agreed
+                # Every rank resumes from rank 0's checkpoint, so the partial sums
+                # are averaged over ranks here, as at the end of an epoch.
+                partial = torch.stack([loss_sum, norm_sum])
+                distributed.all_reduce_mean(partial)
+                loss_total, norm_total = partial.tolist()
                 self._partial = {
-                    "loss_sum": float(loss_sum),
+                    "loss_sum": loss_total,
+                    "norm_sum": norm_total,
                     "steps": steps,
                     "samples": samples,
                     "seconds": seconds + time.perf_counter() - started,
@@ -433,7 +560,7 @@ class Trainer:
         totals = torch.stack([loss_sum, norm_sum]).to(torch.float64)
         distributed.all_reduce_mean(totals)
         train_loss, grad_norm = (float(x) / max(1, steps) for x in totals.tolist())
-        self._partial = {"loss_sum": 0.0, "steps": 0, "samples": 0, "seconds": 0.0}
+        self._partial = dict(EMPTY_PARTIAL)
         samples_per_s = samples * self.dist.world_size / max(seconds, 1e-9)
         return {
             "train_loss": train_loss,
@@ -478,7 +605,9 @@ class Trainer:
                         "train.lr or train.amp=false"
                     )
                 row = self._end_epoch(stats, writer)
-                if self._stop_signal is not None:
+                agreed = self.stop_vote.settle(self._stop_signal)
+                if agreed is not None:
+                    self._stop_signal = agreed
                     raise StopRequested
                 if row.get("stopped_early"):
                     break
@@ -562,14 +691,48 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def raise_on_every_rank(message: str | None, dist: distributed.DistInfo) -> None:
+    """Stop every rank for a user error that the ranks agreed on (None: no error).
+
+    Rank 0 raises the FastrecError, whose one line the command prints; the other
+    ranks exit with the same status 2 without printing it again.
+    """
+    if message is None:
+        return
+    if dist.is_main:
+        raise FastrecError(message)
+    raise SystemExit(2)
+
+
+def load_on_main(path: Path, dist: distributed.DistInfo) -> dict[str, Any]:
+    """Read a checkpoint on rank 0 and return it on every rank.
+
+    Only rank 0 writes checkpoints, so on several machines without a shared
+    filesystem the other ranks cannot read the file themselves.
+    """
+    state = error = None
+    if dist.is_main:
+        try:
+            # The CPU copy is sent to the other ranks, which may use other devices.
+            state = load_checkpoint(path, map_location="cpu")
+        except FastrecError as failure:
+            error = str(failure)
+    state, error = distributed.broadcast_object((state, error))
+    raise_on_every_rank(error, dist)
+    return state
+
+
 def final_report(trainer: Trainer) -> dict[str, Any]:
     """Evaluate ``best.pt`` on the test rows next to the baselines; write metrics.json."""
-    # Rank 0 may still be writing best.pt.
-    distributed.barrier()
     best = trainer.out_dir / "best.pt"
-    source = best if best.exists() else trainer.out_dir / "last.pt"
-    state = load_checkpoint(source, map_location=trainer.device)
-    trainer.model.load_state_dict(state["model"], strict=True)
+    source = None
+    if trainer.dist.is_main:
+        source = best if best.exists() else trainer.out_dir / "last.pt"
+    source = distributed.broadcast_object(source)
+    state = load_on_main(source, trainer.dist)
+    trainer.model.load_state_dict(
+        strip_state_dict_prefixes(state["model"]), strict=True
+    )
     results = trainer.evaluator.evaluate_all(trainer.model, "test")
     results["checkpoint"] = str(source)
     results["best_epoch"] = state["best_epoch"]
@@ -590,10 +753,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. train.epochs=2 (repeatable)",
+        help="override config values, e.g. train.epochs=2 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from last.pt")
     parser.add_argument(
@@ -609,7 +773,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the ``fastrec.train`` command line."""
     args = parse_args(argv)
-    dist = distributed.init_from_env()
+    dist = distributed.env_info()
     logging.basicConfig(
         level=logging.INFO if dist.is_main else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -618,19 +782,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = load_config(args.config, args.overrides)
     if args.data_dir:
         config.data = dataclasses.replace(config.data, data_dir=args.data_dir)
+    device = resolve_device(config.train.device, dist.local_rank)
+    owns_group = distributed.init_process_group(dist, device)
+    try:
+        return run(args, config, dist)
+    finally:
+        if owns_group:
+            distributed.shutdown()
+
+
+def prepare_in_turn(config: Config, dist: distributed.DistInfo) -> PreparedData:
+    """Download and build the window store with no two processes writing it at once.
+
+    Rank 0 goes first and downloads and builds what is missing. Next the first
+    process of every other machine builds its own copy where the data folder is
+    local to the machine (on a shared filesystem it finds rank 0's store). Last,
+    the remaining processes open the store. Store and download files are written
+    to temporary names and renamed, so a reader never sees a partial file. A user
+    error on any rank stops every rank with that rank's message.
+    """
+    turns = (
+        dist.rank == 0,
+        dist.rank != 0 and dist.local_rank == 0,
+        dist.local_rank != 0,
+    )
+    prepared = None
+    for my_turn in turns:
+        error = None
+        if my_turn:
+            try:
+                prepared = prepare(config.data)
+            except FastrecError as failure:
+                error = f"rank {dist.rank}: {failure}" if dist.rank else str(failure)
+        errors = [e for e in distributed.all_gather_object(error) if e is not None]
+        raise_on_every_rank(errors[0] if errors else None, dist)
+    assert prepared is not None
+    return prepared
+
+
+def run(
+    args: argparse.Namespace, config: Config, dist: distributed.DistInfo
+) -> dict[str, Any]:
+    """Train and report, in a process group that is already set up."""
     out_dir = Path(args.out_dir or Path("runs") / config.name)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not args.resume and (out_dir / "metrics.jsonl").exists():
             (out_dir / "metrics.jsonl").unlink()
 
-    # Rank 0 builds the store; the others wait and then open it.
-    if dist.is_main:
-        prepared = prepare(config.data)
-    distributed.barrier()
-    if not dist.is_main:
-        prepared = prepare(config.data)
-
+    prepared = prepare_in_turn(config, dist)
     trainer = Trainer(
         config,
         prepared,
@@ -639,10 +839,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         profile_steps=args.profile_steps if args.profile else 0,
     )
     if dist.is_main:
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        write_metrics(out_dir / "config.json", config.to_dict())
         log.info(
             "model: %s head, %.2fM parameters; %d training windows, %d steps per epoch, "
-            "device %s, amp %s, compile %s, world size %d",
+            "device %s, amp %s, compile %s, world size %d, %d windows per step "
+            "(%d per process)",
             trainer.model.config.head,
             trainer.model.num_parameters() / 1e6,
             len(prepared.store.part("train")),
@@ -651,11 +852,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             trainer.amp_dtype,
             trainer.compiled,
             dist.world_size,
+            config.train.batch_size * dist.world_size,
+            config.train.batch_size,
         )
     if args.resume:
         last = out_dir / "last.pt"
-        if not last.exists():
-            raise FastrecError(f"--resume needs {last}, which does not exist")
+        missing = None
+        if dist.is_main and not last.exists():
+            missing = f"--resume needs {last}, which does not exist"
+        raise_on_every_rank(distributed.broadcast_object(missing), dist)
         trainer.restore(last)
     started = time.perf_counter()
     trainer.fit()
@@ -664,7 +869,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log.info(
             "finished in %.1f s; outputs in %s", time.perf_counter() - started, out_dir
         )
-    distributed.shutdown()
     return results
 
 

@@ -1,11 +1,23 @@
-"""Shared pytest fixtures: small MovieLens folders that the tests write themselves."""
+"""Shared pytest fixtures: small MovieLens folders that the tests write themselves.
+
+Without a CUDA device the Triton kernels of fastrec.kernels can only run in the
+Triton interpreter. Triton reads TRITON_INTERPRET when ``triton.jit`` decorates a
+kernel, which happens when fastrec.kernels.triton_topk is first imported, so the
+variable is set here, before pytest imports any test module. An explicit
+TRITON_INTERPRET in the environment is left unchanged.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from fastrec.data.synthetic import write_synthetic_movielens
 

@@ -71,3 +71,26 @@ def test_grad_output_scales_gradients():
     linear_cross_entropy(features, weight, targets).backward()
     torch.testing.assert_close(f, 3.0 * features.grad)
     torch.testing.assert_close(w, 3.0 * weight.grad)
+
+
+def test_left_padded_rows_match_plain_cross_entropy():
+    # Rows whose target is padding are dropped before the output layer on the CPU;
+    # the loss and both gradients must not change, including the zero gradient of
+    # the dropped rows.
+    torch.manual_seed(1)
+    V, D = 11, 4
+    features = torch.randn(3, 8, D, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(V, D, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(1, V, (3, 8))
+    targets[0, :5] = 0
+    targets[2, :7] = 0
+    expected = reference(features, weight, targets)
+    grads = torch.autograd.grad(expected, (features, weight))
+    f32 = features.detach().float().requires_grad_()
+    w32 = weight.detach().float().requires_grad_()
+    actual = linear_cross_entropy(f32, w32, targets)
+    actual.backward()
+    torch.testing.assert_close(actual, expected.float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(f32.grad, grads[0].float(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(w32.grad, grads[1].float(), rtol=1e-4, atol=1e-6)
+    assert torch.count_nonzero(f32.grad[0, :5]) == 0

@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
         help="config override, e.g. data.split=windows",
