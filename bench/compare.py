@@ -8,8 +8,8 @@
 Stages, each run by both pipelines on the same files and config, on the CPU:
 
 - data_preparation: the tutorial's pandas Python-engine parse of the three files
-  and per-user unfolding, against fastrec's parser and window-store build
-  (seconds; fastrec's is the median of three builds);
+  and per-user unfolding, against fastrec's parser and window-store build, in
+  seconds. fastrec's time is the median of three builds;
 - training: ``--train-steps`` steps after ``--warmup-steps`` untimed ones, batch
   loading included; the tutorial's per-sample DataLoader and eager fp32 step with a
   full-softmax cross-entropy, against BatchLoader and ``Trainer.train_step`` with
@@ -388,12 +388,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--data-dir", default="data/ml-1m", help="ml-1m folder")
     parser.add_argument("--config", help="run config (default: configs/tutorial.yaml)")
+
     parser.add_argument(
         "--train-steps", type=int, default=100, help="timed training steps (100)"
     )
     parser.add_argument(
         "--warmup-steps", type=int, default=5, help="untimed steps first (5)"
     )
+
     parser.add_argument(
         "--eval-rows",
         type=int,
@@ -407,6 +409,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="held-out rows of the extra one-model-call-per-row evaluation; 0 skips "
         "it (default 2000)",
     )
+
     parser.add_argument(
         "--compile",
         choices=("auto", "true", "false"),
@@ -421,9 +424,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    for name in ("train_steps", "warmup_steps"):
-        if getattr(args, name) < (1 if name == "train_steps" else 0):
-            parser.error(f"--{name.replace('_', '-')} is too small")
+
+    if args.train_steps < 1:
+        parser.error(f"--train-steps {args.train_steps} is invalid: use 1 or more")
+    if args.warmup_steps < 0:
+        parser.error(f"--warmup-steps {args.warmup_steps} is invalid: use 0 or more")
     return args
 
 

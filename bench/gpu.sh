@@ -17,7 +17,7 @@
 #
 # Python: $PYTHON if set, else the first of .venv/bin/python, python3 and python
 # that imports torch. Only when none does, it tries a new .venv with pip, which
-# needs a package index. Data: data/ml-1m when it holds ratings.dat, else
+# needs a package index. Data: data/ml-1m when it contains ratings.dat, else
 # synthetic files of ML-1M's size (fastrec.data.synthetic), because the download
 # needs the internet.
 #

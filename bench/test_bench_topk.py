@@ -17,7 +17,7 @@ the batch as ``rows``, and the benchmark group names it. A reference case that r
 out of CUDA memory skips with the reason.
 
 extra_info also reports ``per_second`` (rows per second), ``peak_bytes`` and
-``peak_measure``, which says what ``peak_bytes`` is:
+``peak_measure``, the name of what ``peak_bytes`` measures:
 
 - ``cuda_max_memory_allocated``: torch.cuda.max_memory_allocated over the timed
   rounds minus the memory allocated before them (inputs, so only temporaries and
@@ -52,8 +52,11 @@ CPU_BATCH = {3707: 4096, 100_000: 128, 1_000_000: 16}
 K = 50
 WIDTH = 64
 SEEN_WIDTH = 200
-# (rounds, warmup rounds) of each device.
-CUDA_ROUNDS = (10, 2)
+# (rounds, warmup rounds). The reference's full-row sorts take seconds per call
+# at B = 4,096 and V = 1,000,000 (an estimate, not measured here), so its CUDA
+# cases get fewer rounds and the file stays within about two minutes.
+CUDA_KERNEL_ROUNDS = (10, 2)
+CUDA_REFERENCE_ROUNDS = (3, 1)
 CPU_ROUNDS = (2, 0)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -123,6 +126,7 @@ def run_case(
     batch: int,
     num_items: int,
     topk_call: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    uses_triton: bool,
 ) -> None:
     """Time one top-K call and record throughput, peak memory and the batch."""
 
@@ -132,7 +136,12 @@ def run_case(
             torch.cuda.synchronize()
         return result
 
-    rounds, warmup = CUDA_ROUNDS if DEVICE.type == "cuda" else CPU_ROUNDS
+    if DEVICE.type != "cuda":
+        rounds, warmup = CPU_ROUNDS
+    elif uses_triton:
+        rounds, warmup = CUDA_KERNEL_ROUNDS
+    else:
+        rounds, warmup = CUDA_REFERENCE_ROUNDS
     benchmark.group = f"{group} V={num_items:,} B={batch:,} {DEVICE.type}"
     score_matrix_bytes = batch * num_items * 4
     memory = PeakMemory(score_matrix_bytes)
@@ -141,7 +150,7 @@ def run_case(
         _, indices = benchmark.pedantic(
             timed, rounds=rounds, iterations=1, warmup_rounds=warmup
         )
-    except torch.OutOfMemoryError as error:
+    except torch.cuda.OutOfMemoryError as error:
         torch.cuda.empty_cache()
         pytest.skip(
             f"{name} ran out of CUDA memory at B={batch}, V={num_items}: {error}"
@@ -177,7 +186,16 @@ def test_masked_topk(benchmark, throughput: Record, backend: str, num_items: int
         return masked_topk(scores, seen, K, exclude=exclude, backend=backend)
 
     name = f"topk_{backend}_v{num_items}"
-    run_case(benchmark, throughput, name, "masked_topk", batch, num_items, call)
+    run_case(
+        benchmark,
+        throughput,
+        name,
+        "masked_topk",
+        batch,
+        num_items,
+        call,
+        uses_triton=backend == "triton",
+    )
 
 
 SCORE_METHODS = {
@@ -212,4 +230,13 @@ def test_scores_topk(benchmark, throughput: Record, method: str, num_items: int)
 
     benchmark.extra_info["method"] = description
     name = f"scores_{method}_v{num_items}"
-    run_case(benchmark, throughput, name, "scores_topk", batch, num_items, call)
+    run_case(
+        benchmark,
+        throughput,
+        name,
+        "scores_topk",
+        batch,
+        num_items,
+        call,
+        uses_triton=uses_triton,
+    )

@@ -2,17 +2,21 @@
 
 Run from the repository root::
 
-    python -m bench.topk_check            # every case
+    python -m bench.topk_check            # every case, within a 90 s budget
     python -m bench.topk_check -k fused   # only cases whose name contains "fused"
+    python -m bench.topk_check --budget-seconds 0   # no time budget
 
 Each case runs ``masked_topk`` or ``masked_topk_scores`` with ``backend="triton"``
-and with the reference on the same inputs, and prints one PASS or FAIL line. The
-cases cover random inputs at odd sizes and at the benchmark sizes (B = 4,096 and
-V = 3,707, 100,000 and 1,000,000), ties within and across tiles and catalog
+and with the reference on the same inputs, and prints one PASS, FAIL or SKIP line.
+The cases cover random inputs at odd sizes and at the benchmark sizes (B = 4,096
+and V = 3,707, 100,000 and 1,000,000), ties within and across tiles and catalog
 splits, NaN and inf, rows with every item seen or fewer eligible items than k,
 duplicate and out-of-range seen ids, exclude lists, bf16 and fp16 inputs, empty
-batches and non-contiguous inputs. The exit status is 1 when any case fails and 0
-otherwise.
+batches and non-contiguous inputs. They run in tiers: benchmark sizes first, then
+adversarial inputs at realistic sizes, small edge cases, and k = 512 and 1,024
+last. No case starts once the time budget is spent, and those cases are listed
+as skipped. The exit status is 1 when any case fails and 0 otherwise, skips
+included.
 
 The reference runs in row chunks so that its full-row sorts fit in GPU memory at
 the benchmark sizes. masked_topk must match it exactly. masked_topk_scores must
@@ -22,8 +26,9 @@ its indices wherever the reference's scores are well separated.
 
 Without a CUDA device the script sets TRITON_INTERPRET=1 (unless the environment
 already sets TRITON_INTERPRET) and runs only the small cases in the Triton
-interpreter, which takes one to three minutes on 2 CPU cores. If the kernels cannot run
-there (TRITON_INTERPRET=0), it prints that it needs CUDA and exits with status 0.
+interpreter, which takes one to three minutes on 2 CPU cores (pass
+--budget-seconds 0 to run them all). If the kernels cannot run there
+(TRITON_INTERPRET=0), it prints that it needs CUDA and exits with status 0.
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ BENCH_SEEN = 200
 # Elements of score matrix per reference chunk: 2**28 fp32 scores are 1 GiB, and
 # the reference's sorts and masks take several times that.
 REFERENCE_CHUNK = 2**28
+# bench/gpu.sh gives this script 120 s, which includes starting Python and CUDA
+# and compiling every kernel variant that the cases use.
+DEFAULT_BUDGET_SECONDS = 90
 INF = float("inf")
 NAN = float("nan")
 
@@ -69,13 +77,21 @@ class Mismatch(Exception):
     """A kernel result that differs from the reference."""
 
 
+# Case tiers, run in this order so that a spent time budget skips the least
+# important cases. Only SMALL cases are cheap enough for the Triton interpreter.
+BENCH = 0  # the benchmark sizes
+LARGE = 1  # adversarial inputs at realistic sizes
+SMALL = 2  # edge cases at small sizes
+SLOW = 3  # k = 512 and 1,024, whose sorting networks compile slowly
+
+
 @dataclass
 class Case:
     """One check: ``run`` raises Mismatch when the kernel disagrees."""
 
     name: str
     run: Callable[[], None]
-    small: bool  # True when cheap enough for the Triton interpreter
+    tier: int
 
 
 # ---------------------------------------------------------------------------
@@ -267,20 +283,20 @@ def topk_cases() -> Iterator[Case]:
             scores = random_scores(batch, num_items, seed)
             check_topk(scores, random_seen(batch, num_items, width, seed), k)
 
-        yield Case(f"topk random B={batch} V={num_items} k={k} S={width}", run, True)
+        yield Case(f"topk random B={batch} V={num_items} k={k} S={width}", run, SMALL)
 
-    for batch, num_items, k in [
-        (1, 1500, 1024),
-        (1, 100_000, 50),
-        (64, 2**20 + 3, 50),
-        (300, 33_333, 512),
+    for batch, num_items, k, tier in [
+        (1, 100_000, 50, LARGE),
+        (64, 2**20 + 3, 50, LARGE),
+        (1, 1500, 1024, SLOW),
+        (300, 33_333, 512, SLOW),
     ]:
 
         def run(batch=batch, num_items=num_items, k=k):
             scores = random_scores(batch, num_items, 7)
             check_topk(scores, random_seen(batch, num_items, 200, 7), k, PADDING)
 
-        yield Case(f"topk random B={batch} V={num_items} k={k}", run, False)
+        yield Case(f"topk random B={batch} V={num_items} k={k}", run, tier)
 
     for num_items in BENCH_SIZES:
 
@@ -289,23 +305,23 @@ def topk_cases() -> Iterator[Case]:
             seen = random_seen(BENCH_BATCH, num_items, BENCH_SEEN, 8)
             check_topk(scores, seen, BENCH_K, PADDING)
 
-        yield Case(f"topk bench B={BENCH_BATCH} V={num_items}", run, False)
+        yield Case(f"topk bench B={BENCH_BATCH} V={num_items}", run, BENCH)
 
     def integer_ties_bench():
         generator = generator_for(9)
         scores = torch.randint(
-            0, 4, (BENCH_BATCH, 1_000_000), generator=generator, device=DEVICE
+            0, 4, (512, 1_000_000), generator=generator, device=DEVICE
         ).float()
-        seen = random_seen(BENCH_BATCH, 1_000_000, BENCH_SEEN, 9)
+        seen = random_seen(512, 1_000_000, BENCH_SEEN, 9)
         check_topk(scores, seen, BENCH_K, PADDING)
 
-    yield Case("topk ties, 4 values, bench B=4096 V=1000000", integer_ties_bench, False)
+    yield Case("topk ties, 4 values, B=512 V=1000000", integer_ties_bench, LARGE)
 
     def all_equal_rows():
         scores = torch.full((256, 100_000), 0.5, device=DEVICE)
         check_topk(scores, random_seen(256, 100_000, 50, 10), BENCH_K, PADDING)
 
-    yield Case("topk all-equal rows B=256 V=100000", all_equal_rows, False)
+    yield Case("topk all-equal rows B=256 V=100000", all_equal_rows, LARGE)
 
     def monotone_rows():
         ascending = torch.arange(1_000_000, device=DEVICE, dtype=torch.float32)
@@ -313,7 +329,7 @@ def topk_cases() -> Iterator[Case]:
         scores = scores.repeat(6, 1)  # [18, V]: every tile improves on row 0
         check_topk(scores, random_seen(18, 1_000_000, 100, 11), 100, PADDING)
 
-    yield Case("topk ascending and descending rows V=1000000", monotone_rows, False)
+    yield Case("topk ascending and descending rows V=1000000", monotone_rows, LARGE)
 
     for rule, max_extract in [("bitonic", 0), ("extract", 1 << 20)]:
         for splits in (1, 3):
@@ -337,7 +353,7 @@ def topk_cases() -> Iterator[Case]:
                     )
 
             name = f"topk ties, 16-item tiles, {splits} splits, {rule}"
-            yield Case(name, run, True)
+            yield Case(name, run, SMALL)
 
     def nan_and_inf():
         generator = generator_for(13)
@@ -350,7 +366,7 @@ def topk_cases() -> Iterator[Case]:
         scores[1] = -INF
         check_topk(scores, random_seen(64, 100_003, 40, 13), 80, PADDING)
 
-    yield Case("topk NaN and inf B=64 V=100003", nan_and_inf, False)
+    yield Case("topk NaN and inf B=64 V=100003", nan_and_inf, LARGE)
 
     def nan_and_inf_small():
         scores = torch.tensor(
@@ -364,19 +380,19 @@ def topk_cases() -> Iterator[Case]:
         )
         check_topk(scores, ids([[5], [-1], [0], [3]]), 6)
 
-    yield Case("topk NaN, inf and signed zeros V=6", nan_and_inf_small, True)
+    yield Case("topk NaN, inf and signed zeros V=6", nan_and_inf_small, SMALL)
 
     def every_item_seen():
         seen = torch.arange(3707, device=DEVICE).repeat(8, 1)
         check_topk(random_scores(8, 3707, 14), seen, BENCH_K)
 
-    yield Case("topk every item seen V=3707", every_item_seen, True)
+    yield Case("topk every item seen V=3707", every_item_seen, SMALL)
 
     def fewer_eligible():
         seen = torch.arange(280, device=DEVICE).repeat(4, 1)
         check_topk(random_scores(4, 300, 15), seen, BENCH_K, PADDING)
 
-    yield Case("topk fewer eligible than k", fewer_eligible, True)
+    yield Case("topk fewer eligible than k", fewer_eligible, SMALL)
 
     def odd_seen_ids():
         seen = ids(
@@ -392,7 +408,7 @@ def topk_cases() -> Iterator[Case]:
             seen[0, :5] = 255 if dtype == torch.uint8 else -1
             check_topk(random_scores(4, 200, 16), seen.to(dtype), 20)
 
-    yield Case("topk duplicate, out-of-range and narrow seen ids", odd_seen_ids, True)
+    yield Case("topk duplicate, out-of-range and narrow seen ids", odd_seen_ids, SMALL)
 
     def large_exclude():
         generator = generator_for(17)
@@ -401,7 +417,7 @@ def topk_cases() -> Iterator[Case]:
         check_topk(scores, random_seen(8, 3707, 30, 17), 50, exclude)
         check_topk(random_scores(4, 3707, 18), random_seen(4, 3707, 3, 18), 5, ids([]))
 
-    yield Case("topk exclude, 1000 ids and empty", large_exclude, True)
+    yield Case("topk exclude, 1000 ids and empty", large_exclude, SMALL)
 
     for dtype in (torch.bfloat16, torch.float16):
 
@@ -413,26 +429,26 @@ def topk_cases() -> Iterator[Case]:
             check_topk(scores, random_seen(5, 3707, 25, 19), 40)
 
         name = str(dtype).removeprefix("torch.")
-        yield Case(f"topk {name} ties, inf and NaN V=3707", half, True)
+        yield Case(f"topk {name} ties, inf and NaN V=3707", half, SMALL)
 
         def half_bench(dtype=dtype):
             scores = random_scores(BENCH_BATCH, 100_000, 20, dtype)
             seen = random_seen(BENCH_BATCH, 100_000, BENCH_SEEN, 20)
             check_topk(scores, seen, BENCH_K, PADDING)
 
-        yield Case(f"topk {name} bench B=4096 V=100000", half_bench, False)
+        yield Case(f"topk {name} bench B={BENCH_BATCH} V=100000", half_bench, LARGE)
 
     def empty_inputs():
         check_topk(torch.zeros(0, 100, device=DEVICE), ids([[]] * 0).view(0, 4), 7)
         check_topk(torch.zeros(2, 0, device=DEVICE), ids([[], []]), 3)
 
-    yield Case("topk B=0 and V=0", empty_inputs, True)
+    yield Case("topk B=0 and V=0", empty_inputs, SMALL)
 
     def non_contiguous():
         scores = random_scores(300, 6, 21).T  # [6, 300] with stride(1) != 1
         check_topk(scores, random_seen(6, 300, 20, 21)[:, ::2], 12)
 
-    yield Case("topk non-contiguous scores and seen", non_contiguous, True)
+    yield Case("topk non-contiguous scores and seen", non_contiguous, SMALL)
 
 
 def fused_cases() -> Iterator[Case]:
@@ -465,27 +481,28 @@ def fused_cases() -> Iterator[Case]:
 
         name = str(dtype).removeprefix("torch.")
         label = f"B={batch} V={num_items} D={width} k={k} {name}"
-        yield Case(f"fused exact {label}", run, True)
+        yield Case(f"fused exact {label}", run, SMALL)
 
-    for num_items in BENCH_SIZES:
-        for dtype in (torch.float32, torch.bfloat16):
+    # fp32 at every benchmark size, bf16 at V = 100,000 only.
+    sizes = [(size, torch.float32, BENCH) for size in BENCH_SIZES]
+    for num_items, dtype, tier in [*sizes, (100_000, torch.bfloat16, LARGE)]:
 
-            def exact_bench(num_items=num_items, dtype=dtype):
-                hidden = integer_vectors(BENCH_BATCH, 64, 30, dtype)
-                weights = integer_vectors(num_items, 64, 31, dtype)
-                seen = random_seen(BENCH_BATCH, num_items, BENCH_SEEN, 30)
-                check_fused_exact(hidden, weights, seen, BENCH_K, PADDING)
+        def exact_bench(num_items=num_items, dtype=dtype):
+            hidden = integer_vectors(BENCH_BATCH, 64, 30, dtype)
+            weights = integer_vectors(num_items, 64, 31, dtype)
+            seen = random_seen(BENCH_BATCH, num_items, BENCH_SEEN, 30)
+            check_fused_exact(hidden, weights, seen, BENCH_K, PADDING)
 
-            def close_bench(num_items=num_items, dtype=dtype):
-                hidden = normal_vectors(BENCH_BATCH, 64, 32, dtype, scale=1 / 8)
-                weights = normal_vectors(num_items, 64, 33, dtype)
-                seen = random_seen(BENCH_BATCH, num_items, BENCH_SEEN, 32)
-                check_fused_close(hidden, weights, seen, BENCH_K, PADDING)
+        def close_bench(num_items=num_items, dtype=dtype):
+            hidden = normal_vectors(BENCH_BATCH, 64, 32, dtype, scale=1 / 8)
+            weights = normal_vectors(num_items, 64, 33, dtype)
+            seen = random_seen(BENCH_BATCH, num_items, BENCH_SEEN, 32)
+            check_fused_close(hidden, weights, seen, BENCH_K, PADDING)
 
-            name = str(dtype).removeprefix("torch.")
-            label = f"B={BENCH_BATCH} V={num_items} D=64 {name}"
-            yield Case(f"fused exact bench {label}", exact_bench, False)
-            yield Case(f"fused random bench {label}", close_bench, False)
+        name = str(dtype).removeprefix("torch.")
+        label = f"B={BENCH_BATCH} V={num_items} D=64 {name}"
+        yield Case(f"fused exact bench {label}", exact_bench, tier)
+        yield Case(f"fused random bench {label}", close_bench, tier)
 
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
 
@@ -495,7 +512,7 @@ def fused_cases() -> Iterator[Case]:
             check_fused_close(hidden, weights, random_seen(5, 1531, 40, 34), 20)
 
         name = str(dtype).removeprefix("torch.")
-        yield Case(f"fused random B=5 V=1531 D=64 {name}", close_small, True)
+        yield Case(f"fused random B=5 V=1531 D=64 {name}", close_small, SMALL)
 
     def large_k():
         hidden = integer_vectors(40, 64, 36)
@@ -504,7 +521,7 @@ def fused_cases() -> Iterator[Case]:
         check_fused_exact(hidden, weights, seen, 1024, PADDING)
         check_fused_exact(hidden, weights, seen, 512, PADDING)
 
-    yield Case("fused exact k=512 and k=1024 V=20000", large_k, False)
+    yield Case("fused exact k=512 and k=1024 V=20000", large_k, SLOW)
 
     def large_catalog():
         hidden = integer_vectors(70, 48, 38)
@@ -512,7 +529,7 @@ def fused_cases() -> Iterator[Case]:
         seen = random_seen(70, 2**20 + 3, 200, 38)
         check_fused_exact(hidden, weights, seen, BENCH_K, PADDING)
 
-    yield Case("fused exact B=70 V=1048579 D=48", large_catalog, False)
+    yield Case("fused exact B=70 V=1048579 D=48", large_catalog, LARGE)
 
     for rule, max_extract in [("bitonic", 0), ("extract", 1 << 20)]:
 
@@ -532,7 +549,7 @@ def fused_cases() -> Iterator[Case]:
                     max_extract=max_extract,
                 )
 
-        yield Case(f"fused ties, 16-item tiles, 3 splits, {rule}", run, True)
+        yield Case(f"fused ties, 16-item tiles, 3 splits, {rule}", run, SMALL)
 
     def nan_and_inf():
         hidden = integer_vectors(4, 6, 42)
@@ -545,7 +562,7 @@ def fused_cases() -> Iterator[Case]:
         check_fused_exact(hidden, weights, seen, 5)
         check_fused_exact(hidden, weights, seen, 90)
 
-    yield Case("fused NaN and inf", nan_and_inf, True)
+    yield Case("fused NaN and inf", nan_and_inf, SMALL)
 
     def seen_and_exclude():
         hidden = integer_vectors(3, 8, 44)
@@ -558,7 +575,9 @@ def fused_cases() -> Iterator[Case]:
         exclude = ids([0, 1, 2, 2, -3, 60, 500], dtype=torch.int32)
         check_fused_exact(hidden, weights, random_seen(5, 60, 50, 46), 64, exclude)
 
-    yield Case("fused every item seen, fewer eligible, exclude", seen_and_exclude, True)
+    yield Case(
+        "fused every item seen, fewer eligible, exclude", seen_and_exclude, SMALL
+    )
 
     def empty_inputs():
         seen = ids([[0, 2], [-1, 1]])
@@ -569,25 +588,35 @@ def fused_cases() -> Iterator[Case]:
         weights = integer_vectors(30, 8, 48)
         check_fused_exact(hidden, weights, ids([[]] * 0).view(0, 2), 5)
 
-    yield Case("fused B=0 and D=0", empty_inputs, True)
+    yield Case("fused B=0 and D=0", empty_inputs, SMALL)
 
     def non_contiguous():
         hidden = integer_vectors(12, 5, 49).T
         weights = integer_vectors(12, 300, 50).T
         check_fused_exact(hidden, weights, random_seen(5, 300, 6, 49), 9)
 
-    yield Case("fused non-contiguous hidden and weights", non_contiguous, True)
+    yield Case("fused non-contiguous hidden and weights", non_contiguous, SMALL)
 
 
 # ---------------------------------------------------------------------------
 # Driver
 
 
-def run_cases(cases: list[Case]) -> int:
-    """Run each case, print one line per case and return the number of failures."""
+def run_cases(cases: list[Case], budget_seconds: float) -> tuple[int, int]:
+    """Run each case and print one line per case.
+
+    Once ``budget_seconds`` have passed (0 means no limit), the remaining cases
+    are listed as skipped. Returns the numbers of failed and skipped cases.
+    """
     failures = 0
+    skipped = 0
+    began = time.perf_counter()
     for case in cases:
         start = time.perf_counter()
+        if budget_seconds and start - began > budget_seconds:
+            skipped += 1
+            print(f"SKIP {case.name}: the {budget_seconds:.0f} s budget is spent")
+            continue
         try:
             case.run()
             if DEVICE.type == "cuda":
@@ -606,7 +635,7 @@ def run_cases(cases: list[Case]) -> int:
             continue
         seconds = time.perf_counter() - start
         print(f"PASS {case.name} ({seconds:.1f} s)", flush=True)
-    return failures
+    return failures, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -618,6 +647,13 @@ def main(argv: list[str] | None = None) -> int:
         dest="pattern",
         default="",
         help="run only the cases whose name contains this text",
+    )
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=DEFAULT_BUDGET_SECONDS,
+        help="start no new case after this many seconds, 0 for no limit "
+        f"(default {DEFAULT_BUDGET_SECONDS})",
     )
     args = parser.parse_args(argv)
 
@@ -634,21 +670,23 @@ def main(argv: list[str] | None = None) -> int:
     cases = [
         case for case in [*topk_cases(), *fused_cases()] if args.pattern in case.name
     ]
+    cases.sort(key=lambda case: case.tier)  # stable: file order within a tier
     if DEVICE.type != "cuda":
-        skipped = sum(not case.small for case in cases)
-        cases = [case for case in cases if case.small]
+        needs_cuda = sum(case.tier != SMALL for case in cases)
+        cases = [case for case in cases if case.tier == SMALL]
         print(
             f"no CUDA device: running {len(cases)} small cases in the Triton "
-            f"interpreter and skipping {skipped} that need CUDA",
+            f"interpreter and skipping {needs_cuda} that need CUDA",
             flush=True,
         )
     else:
         print(f"device: {torch.cuda.get_device_name(DEVICE)}", flush=True)
     start = time.perf_counter()
-    failures = run_cases(cases)
+    failures, skipped = run_cases(cases, args.budget_seconds)
     seconds = time.perf_counter() - start
+    passed = len(cases) - failures - skipped
     print(
-        f"topk_check: {len(cases) - failures} passed, {failures} failed "
+        f"topk_check: {passed} passed, {failures} failed, {skipped} skipped "
         f"in {seconds:.0f} s"
     )
     return 1 if failures else 0

@@ -1,12 +1,12 @@
 """The baseline that fastrec is measured against: the tutorial's per-sample pipeline.
 
-Each step is written the plain way that the MovieLens transformer tutorial works:
-pandas parses the ``::``-separated files with its Python engine, a Python loop per
+Each step is written the plain way that the MovieLens transformer tutorial works.
+pandas parses the ``::``-separated files with its Python engine. A Python loop per
 user sorts the ratings by time and unfolds windows of 5 over
-``[start] + movies + [end]``, a per-sample ``Dataset`` feeds a ``DataLoader`` with
-default collation, an eager fp32 model trains with a plain full-softmax
-cross-entropy, and evaluation scores a batch, blocks each row's seen items in a
-Python loop over the rows, then takes ``torch.topk``.
+``[start] + movies + [end]``. A per-sample ``Dataset`` feeds a ``DataLoader`` with
+default collation, and an eager fp32 model trains with a plain full-softmax
+cross-entropy. Evaluation scores a batch, blocks each row's seen items in a Python
+loop over the rows, then takes ``torch.topk``.
 
 The ids match fastrec's, so the same model weights run on both pipelines: users
 are 0..U-1 in order of their raw ids, the rated movies 1..n in order of theirs (0 is
@@ -108,10 +108,11 @@ def read_movielens_pandas(data_dir: str | Path) -> TutorialFrames:
 def unfold_user(
     sequence: list[int], ratings: list[int], window: int
 ) -> tuple[torch.Tensor, ...]:
-    """Unfold one user's ``[start] + movies + [end]`` into (items, ratings, targets).
+    """Unfold one user's sequence into (items, ratings, target, target_rating).
 
-    Window i is ``sequence[i : i + window]`` and its target is the last item of
-    window i + 1, so a sequence of length L gives L - window samples.
+    ``sequence`` is ``[start] + movies + [end]`` and ``ratings`` its ratings. Window
+    i is ``sequence[i : i + window]`` and its target is the last item of window
+    i + 1, so a sequence of length L gives L - window samples.
     """
     items = torch.tensor(sequence).unfold(0, window, 1)  # [L - T + 1, T]
     stars = torch.tensor(ratings).unfold(0, window, 1)  # [L - T + 1, T]

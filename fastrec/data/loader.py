@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from ..profiling import stage
 from .store import PartView
 
 TRAIN_COLUMNS = ("items", "ratings", "user", "target", "target_rating")
@@ -178,7 +179,7 @@ class BatchLoader:
                     if event is not None:
                         event.synchronize()
                     host = self._gather_host(rows, slot)
-                    with torch.cuda.stream(stream):
+                    with stage("h2d_copy"), torch.cuda.stream(stream):
                         batch = {
                             k: v.to(self.device, non_blocking=True)
                             for k, v in host.items()
