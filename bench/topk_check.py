@@ -51,12 +51,22 @@ from fastrec.kernels import (
     masked_topk_reference,
     masked_topk_scores,
     masked_topk_scores_reference,
+    testing,
     topk,
 )
-from fastrec.kernels.keys import decode_keys
-from fastrec.kernels.reference import ineligible_mask
+from fastrec.kernels.testing import (
+    DEVICE,
+    FUSED_EXACT_SHAPES,
+    MASKED_TOPK_SHAPES,
+    TopK,
+    TopKMismatch,
+    assert_scores_topk_close,
+    assert_topk_equal,
+    ids,
+    masked_topk_kernel,
+    masked_topk_scores_kernel,
+)
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BENCH_BATCH = 4096
 BENCH_SIZES = (3707, 100_000, 1_000_000)
 BENCH_K = 50
@@ -70,13 +80,6 @@ DEFAULT_BUDGET_SECONDS = 90
 INF = float("inf")
 NAN = float("nan")
 
-Result = tuple[torch.Tensor, torch.Tensor]
-
-
-class Mismatch(Exception):
-    """A kernel result that differs from the reference."""
-
-
 # Case tiers, run in this order so that a spent time budget skips the least
 # important cases. Only SMALL cases are cheap enough for the Triton interpreter.
 BENCH = 0  # the benchmark sizes
@@ -87,7 +90,7 @@ SLOW = 3  # k = 512 and 1,024, whose sorting networks compile slowly
 
 @dataclass
 class Case:
-    """One check: ``run`` raises Mismatch when the kernel disagrees."""
+    """One check: ``run`` raises TopKMismatch when the kernel disagrees."""
 
     name: str
     run: Callable[[], None]
@@ -97,41 +100,31 @@ class Case:
 # ---------------------------------------------------------------------------
 # Inputs
 
+# These builders draw on DEVICE. Each seeds its own generator with the case's
+# seed plus a fixed offset, so builders that one case calls with the same seed
+# give independent draws.
+
 
 def generator_for(seed: int) -> torch.Generator:
-    return torch.Generator(device=DEVICE).manual_seed(seed)
+    return testing.seeded_generator(seed, DEVICE)
 
 
 def random_scores(batch, num_items, seed, dtype=torch.float32) -> torch.Tensor:
-    generator = generator_for(seed)
-    scores = torch.randn(batch, num_items, generator=generator, device=DEVICE)
-    return scores.to(dtype)
+    return testing.random_scores(batch, num_items, generator_for(seed), dtype)
 
 
 def random_seen(batch, num_items, width, seed) -> torch.Tensor:
-    """Draw [B, S] seen ids in [-1, V): -1 padding and duplicates both occur."""
-    generator = generator_for(seed + 1)
-    high = max(1, num_items)
-    return torch.randint(-1, high, (batch, width), generator=generator, device=DEVICE)
+    return testing.random_seen(batch, num_items, width, generator_for(seed + 1))
 
 
 def integer_vectors(rows, width, seed, dtype=torch.float32, span=3) -> torch.Tensor:
-    """Draw small-integer vectors, whose dot products are exact in fp32."""
     generator = generator_for(seed + 2)
-    values = torch.randint(
-        -span, span + 1, (rows, width), generator=generator, device=DEVICE
-    )
-    return values.to(dtype)
+    return testing.integer_vectors(rows, width, generator, dtype, span)
 
 
 def normal_vectors(rows, width, seed, dtype=torch.float32, scale=1.0):
     generator = generator_for(seed + 3)
-    values = torch.randn(rows, width, generator=generator, device=DEVICE) * scale
-    return values.to(dtype)
-
-
-def ids(values, dtype=torch.int64) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=DEVICE)
+    return testing.normal_vectors(rows, width, generator, dtype, scale)
 
 
 PADDING = [0]  # the padding id that the evaluator always excludes
@@ -141,7 +134,7 @@ PADDING = [0]  # the padding id that the evaluator always excludes
 # Comparisons
 
 
-def reference_rows(call: Callable[[slice], Result], batch: int, num_items: int):
+def reference_rows(call: Callable[[slice], TopK], batch: int, num_items: int):
     """Run a reference call over row chunks and concatenate the results."""
     rows = max(1, REFERENCE_CHUNK // max(1, num_items))
     if batch <= rows:
@@ -152,29 +145,6 @@ def reference_rows(call: Callable[[slice], Result], batch: int, num_items: int):
     return values, indices
 
 
-def expect_equal(actual: Result, expected: Result) -> None:
-    values, indices = actual
-    expected_values, expected_indices = expected
-    if values.dtype != expected_values.dtype:
-        raise Mismatch(f"values dtype {values.dtype}, expected {expected_values.dtype}")
-    if indices.shape != expected_indices.shape:
-        raise Mismatch(
-            f"indices shape {tuple(indices.shape)}, "
-            f"expected {tuple(expected_indices.shape)}"
-        )
-    wrong = (indices != expected_indices).any(dim=1) | (values != expected_values).any(
-        dim=1
-    )
-    if bool(wrong.any()):
-        row = int(wrong.nonzero()[0])
-        raise Mismatch(
-            f"{int(wrong.sum())} of {wrong.numel()} rows differ, first row {row}: "
-            f"indices {indices[row, :8].tolist()} values {values[row, :8].tolist()}, "
-            f"expected {expected_indices[row, :8].tolist()} "
-            f"{expected_values[row, :8].tolist()}"
-        )
-
-
 def check_topk(scores, seen, k, exclude=None, **overrides) -> None:
     """Compare masked_topk's kernel with the reference, exactly.
 
@@ -183,30 +153,27 @@ def check_topk(scores, seen, k, exclude=None, **overrides) -> None:
     if exclude is not None:
         exclude = ids(exclude) if isinstance(exclude, list) else exclude
     if overrides:
-        keys = topk._launch_masked_topk(scores, seen, k, exclude, **overrides)
-        values, indices = decode_keys(keys)
-        actual = values.to(scores.dtype), indices
+        actual = masked_topk_kernel(scores, seen, k, exclude, **overrides)
     else:
         actual = masked_topk(scores, seen, k, exclude=exclude, backend="triton")
     batch, num_items = scores.shape
 
-    def reference(rows: slice) -> Result:
+    def reference(rows: slice) -> TopK:
         return masked_topk_reference(scores[rows], seen[rows], k, exclude)
 
-    expect_equal(actual, reference_rows(reference, batch, num_items))
+    assert_topk_equal(actual, reference_rows(reference, batch, num_items))
 
 
-def fused_result(hidden, weights, seen, k, exclude, overrides) -> Result:
+def fused_result(hidden, weights, seen, k, exclude, overrides) -> TopK:
     if overrides:
-        keys = topk._launch_fused_topk(hidden, weights, seen, k, exclude, **overrides)
-        return decode_keys(keys)
+        return masked_topk_scores_kernel(hidden, weights, seen, k, exclude, **overrides)
     return masked_topk_scores(
         hidden, weights, seen, k, exclude=exclude, backend="triton"
     )
 
 
-def fused_reference(hidden, weights, seen, k, exclude) -> Result:
-    def reference(rows: slice) -> Result:
+def fused_reference(hidden, weights, seen, k, exclude) -> TopK:
+    def reference(rows: slice) -> TopK:
         return masked_topk_scores_reference(
             hidden[rows], weights, seen[rows], k, exclude
         )
@@ -219,46 +186,24 @@ def check_fused_exact(hidden, weights, seen, k, exclude=None, **overrides) -> No
     if isinstance(exclude, list):
         exclude = ids(exclude)
     actual = fused_result(hidden, weights, seen, k, exclude, overrides)
-    expect_equal(actual, fused_reference(hidden, weights, seen, k, exclude))
+    assert_topk_equal(actual, fused_reference(hidden, weights, seen, k, exclude))
 
 
 def check_fused_close(hidden, weights, seen, k, exclude=None) -> None:
     """Compare masked_topk_scores' kernel with the reference up to fp32 rounding.
 
-    The kernel and the reference sum the same fp32 products (exact for 16-bit
-    inputs too) in different orders, so values differ in the last bits and
-    near-tied items may swap. Indices must match wherever the reference's score
-    is more than 10 tolerances from both neighbours in its ranking.
+    The kernel and the reference sum the same fp32 products in different orders,
+    so values differ in the last bits and near-tied items may swap. See
+    fastrec.kernels.testing.assert_scores_topk_close for what must still match.
     """
     if isinstance(exclude, list):
         exclude = ids(exclude)
     tolerance = 2e-5 if hidden.dtype == torch.float32 else 1e-4
-    values, indices = fused_result(hidden, weights, seen, k, exclude, {})
-    expected_values, expected_indices = fused_reference(
-        hidden, weights, seen, k + 1, exclude
+    actual = fused_result(hidden, weights, seen, k, exclude, {})
+    expected = fused_reference(hidden, weights, seen, k + 1, exclude)
+    assert_scores_topk_close(
+        actual, expected, hidden, weights, seen, exclude, tolerance=tolerance
     )
-    if values.dtype != torch.float32 or indices.shape != (hidden.shape[0], k):
-        raise Mismatch(f"got {values.dtype} values of shape {tuple(indices.shape)}")
-    error = (values - expected_values[:, :k]).abs()
-    allowed = tolerance * (1 + expected_values[:, :k].abs())
-    if bool((error > allowed).any()):
-        raise Mismatch(f"values differ by up to {float(error.max()):.3g}")
-    gaps = expected_values[:, :-1] - expected_values[:, 1:]  # [B, k]
-    before = torch.cat([torch.full_like(gaps[:, :1], INF), gaps[:, :-1]], dim=1)
-    separated = torch.minimum(before, gaps) > 10 * tolerance
-    wrong = separated & (indices != expected_indices[:, :k])
-    if bool(wrong.any()):
-        raise Mismatch(
-            f"{int(wrong.sum())} well-separated slots hold other items "
-            f"(of {int(separated.sum())} well-separated)"
-        )
-    # Each returned item is eligible and listed once per row.
-    blocked = ineligible_mask(seen, exclude, weights.shape[0])
-    if bool(blocked.gather(1, indices.clamp(min=0)).logical_and(indices >= 0).any()):
-        raise Mismatch("a seen or excluded item was returned")
-    ordered = indices.sort(dim=1).values
-    if bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()):
-        raise Mismatch("an item was returned twice in one row")
 
 
 # ---------------------------------------------------------------------------
@@ -267,16 +212,7 @@ def check_fused_close(hidden, weights, seen, k, exclude=None) -> None:
 
 def topk_cases() -> Iterator[Case]:
     """Yield the masked_topk cases."""
-    for batch, num_items, k, width in [
-        (3, 1, 1, 0),
-        (2, 1, 4, 1),
-        (2, 3, 5, 2),
-        (5, 3707, 10, 30),
-        (7, 1000, 37, 13),
-        (6, 3707, 1, 50),
-        (3, 40, 64, 30),
-        (2, 700, 500, 20),
-    ]:
+    for batch, num_items, k, width in MASKED_TOPK_SHAPES:
         seed = batch * 1000 + num_items + k
 
         def run(batch=batch, num_items=num_items, k=k, width=width, seed=seed):
@@ -453,16 +389,7 @@ def topk_cases() -> Iterator[Case]:
 
 def fused_cases() -> Iterator[Case]:
     """Yield the masked_topk_scores cases."""
-    for batch, num_items, width, k, seen_width, dtype in [
-        (3, 1, 8, 1, 0, torch.float32),
-        (2, 3, 5, 4, 1, torch.float32),
-        (4, 3707, 24, 10, 30, torch.float32),
-        (33, 300, 40, 7, 10, torch.float32),
-        (2, 700, 16, 500, 20, torch.float32),
-        (3, 200, 1, 20, 5, torch.float32),
-        (4, 500, 24, 10, 10, torch.bfloat16),
-        (4, 500, 24, 10, 10, torch.float16),
-    ]:
+    for batch, num_items, width, k, seen_width, dtype in FUSED_EXACT_SHAPES:
         seed = batch * 100 + num_items + width
 
         def run(
@@ -621,7 +548,7 @@ def run_cases(cases: list[Case], budget_seconds: float) -> tuple[int, int]:
             case.run()
             if DEVICE.type == "cuda":
                 torch.cuda.synchronize()
-        except Mismatch as error:
+        except TopKMismatch as error:
             failures += 1
             print(f"FAIL {case.name}: {error}", flush=True)
             continue

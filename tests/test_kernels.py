@@ -23,9 +23,21 @@ from fastrec.kernels import (
     topk,
 )
 from fastrec.kernels.keys import decode_keys, encode_keys
-from fastrec.kernels.reference import ineligible_mask
+from fastrec.kernels.testing import (
+    DEVICE,
+    FUSED_EXACT_SHAPES,
+    MASKED_TOPK_SHAPES,
+    assert_scores_topk_close,
+    assert_topk_equal,
+    ids,
+    integer_vectors,
+    masked_topk_kernel,
+    masked_topk_scores_kernel,
+    normal_vectors,
+    random_scores,
+    random_seen,
+)
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 INF = float("inf")
 NAN = float("nan")
 
@@ -52,19 +64,6 @@ def triton_runs_here():
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-def ids(values, dtype=torch.int64) -> torch.Tensor:
-    """Build an id tensor on the test device."""
-    return torch.tensor(values, dtype=dtype, device=DEVICE)
-
-
-def random_seen(
-    batch: int, num_items: int, width: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Draw [B, S] seen ids in [-1, V), so -1 padding and duplicates both occur."""
-    seen = torch.randint(-1, max(1, num_items), (batch, width), generator=generator)
-    return seen.to(DEVICE)
 
 
 def brute_force_topk(
@@ -101,36 +100,6 @@ def brute_force_topk(
     return top_values, top_indices
 
 
-def assert_topk_equal(actual, expected) -> None:
-    """Check that two (values, indices) results are identical, -inf included."""
-    values, indices = actual
-    expected_values, expected_indices = expected
-    assert indices.dtype == torch.int64
-    assert values.dtype == expected_values.dtype
-    assert indices.shape == expected_indices.shape
-    torch.testing.assert_close(
-        indices.cpu(), expected_indices.cpu(), rtol=0, atol=0, msg=_index_message
-    )
-    torch.testing.assert_close(values.cpu(), expected_values.cpu(), rtol=0, atol=0)
-
-
-def _index_message(message: str) -> str:
-    return f"top-K indices differ from the reference\n{message}"
-
-
-def kernel_topk(scores, seen, k, exclude=None, **overrides):
-    """Run the masked top-K kernel with tile, split or update-rule overrides."""
-    keys = topk._launch_masked_topk(scores, seen, k, exclude, **overrides)
-    values, indices = decode_keys(keys)
-    return values.to(scores.dtype), indices
-
-
-def fused_topk(hidden, item_weights, seen, k, exclude=None, **overrides):
-    """Run the fused matmul top-K kernel with tile, split or update-rule overrides."""
-    keys = topk._launch_fused_topk(hidden, item_weights, seen, k, exclude, **overrides)
-    return decode_keys(keys)
-
-
 def check_both_backends(scores, seen, k, exclude=None):
     """Compare the Triton backend of masked_topk with the torch backend.
 
@@ -140,19 +109,6 @@ def check_both_backends(scores, seen, k, exclude=None):
     actual = masked_topk(scores, seen, k, exclude=exclude, backend="triton")
     assert_topk_equal(actual, expected)
     return actual
-
-
-def integer_vectors(
-    rows: int, width: int, dtype: torch.dtype, generator: torch.Generator, span=3
-) -> torch.Tensor:
-    """Draw vectors of small integers, whose dot products are exact in fp32.
-
-    Every partial sum is an integer far below 2**24, so the kernels' tiled
-    accumulation and the reference's matmul give the same scores in any order,
-    for fp32, bf16 and fp16 inputs alike. Small integers also make many ties.
-    """
-    values = torch.randint(-span, span + 1, (rows, width), generator=generator)
-    return values.to(dtype).to(DEVICE)
 
 
 # ---------------------------------------------------------------------------
@@ -220,8 +176,8 @@ def test_reference_random_matches_brute_force():
 
 def test_reference_scores_match_brute_force():
     generator = torch.Generator().manual_seed(13)
-    hidden = integer_vectors(3, 5, torch.float32, generator)
-    weights = integer_vectors(10, 5, torch.float32, generator)
+    hidden = integer_vectors(3, 5, generator)
+    weights = integer_vectors(10, 5, generator)
     seen = random_seen(3, 10, 3, generator)
     values, indices = masked_topk_scores_reference(hidden, weights, seen, 6, ids([0]))
     scores = hidden.cpu().double() @ weights.cpu().double().T
@@ -253,23 +209,10 @@ def test_keys_order_by_score_then_id():
 # masked_topk: the kernel against the reference
 
 
-@pytest.mark.parametrize(
-    ("batch", "num_items", "k", "width"),
-    [
-        (3, 1, 1, 0),
-        (2, 1, 4, 1),
-        (4, 3, 2, 2),
-        (3, 3, 5, 0),
-        (5, 3707, 10, 30),
-        (7, 1000, 37, 13),
-        (6, 3707, 1, 50),
-        (3, 40, 64, 30),
-        (2, 700, 500, 20),
-    ],
-)
+@pytest.mark.parametrize(("batch", "num_items", "k", "width"), MASKED_TOPK_SHAPES)
 def test_masked_topk_random(batch, num_items, k, width):
     generator = torch.Generator().manual_seed(batch * 10_000 + num_items + k)
-    scores = torch.randn(batch, num_items, generator=generator).to(DEVICE)
+    scores = random_scores(batch, num_items, generator)
     seen = random_seen(batch, num_items, width, generator)
     check_both_backends(scores, seen, k)
 
@@ -288,7 +231,7 @@ def test_masked_topk_ties_across_tiles(rule, splits):
     for k in (1, 33):
         expected = masked_topk_reference(scores, seen, k)
         overrides = {"block_v": 16, "splits": splits, **UPDATE_RULES[rule]}
-        actual = kernel_topk(scores, seen, k, **overrides)
+        actual = masked_topk_kernel(scores, seen, k, **overrides)
         assert_topk_equal(actual, expected)
 
 
@@ -339,7 +282,7 @@ def test_masked_topk_nan_and_inf_across_tiles(rule):
     seen = random_seen(3, 200, 10, generator)
     expected = masked_topk_reference(scores, seen, 150)
     overrides = {"block_v": 16, "splits": 3, **UPDATE_RULES[rule]}
-    assert_topk_equal(kernel_topk(scores, seen, 150, **overrides), expected)
+    assert_topk_equal(masked_topk_kernel(scores, seen, 150, **overrides), expected)
 
 
 def test_masked_topk_every_item_seen():
@@ -370,7 +313,7 @@ def test_masked_topk_fewer_eligible_than_k():
 
 def test_masked_topk_odd_seen_ids():
     generator = torch.Generator().manual_seed(23)
-    scores = torch.randn(3, 50, generator=generator).to(DEVICE)
+    scores = random_scores(3, 50, generator)
     # Cast to int32 before the range check, 2**32 + 7 and 2**32 + 9 would be
     # items 7 and 9.
     seen = ids(
@@ -395,7 +338,7 @@ def test_masked_topk_odd_seen_ids():
 )
 def test_masked_topk_seen_dtypes(dtype):
     generator = torch.Generator().manual_seed(24)
-    scores = torch.randn(2, 200, generator=generator).to(DEVICE)
+    scores = random_scores(2, 200, generator)
     seen = torch.randint(0, 127, (2, 40), generator=generator)
     # Padding: -1, or for uint8 the out-of-range id 255.
     seen[0, :5] = -1 if dtype != torch.uint8 else 255
@@ -404,7 +347,7 @@ def test_masked_topk_seen_dtypes(dtype):
 
 def test_masked_topk_exclude():
     generator = torch.Generator().manual_seed(25)
-    scores = torch.randn(4, 3707, generator=generator).to(DEVICE)
+    scores = random_scores(4, 3707, generator)
     seen = random_seen(4, 3707, 10, generator)
     top = masked_topk(scores, seen, 5, backend="torch")[1]
     # Exclude each row's first choice, a duplicate, padding and out-of-range ids.
@@ -418,7 +361,7 @@ def test_masked_topk_exclude():
 def test_masked_topk_half_precision(dtype):
     generator = torch.Generator().manual_seed(26)
     # Rounding to 16 bits makes many exact ties, which the kernel must break by id.
-    scores = torch.randn(5, 3707, generator=generator).to(dtype).to(DEVICE)
+    scores = random_scores(5, 3707, generator, dtype)
     scores[0, 100:110] = 65504.0 if dtype == torch.float16 else 1e38
     scores[1, :50] = INF
     scores[2, 7::11] = NAN
@@ -448,7 +391,7 @@ def test_masked_topk_empty_catalog():
 
 def test_masked_topk_non_contiguous_inputs():
     generator = torch.Generator().manual_seed(27)
-    scores = torch.randn(300, 6, generator=generator).to(DEVICE).T  # [6, 300]
+    scores = random_scores(300, 6, generator).T  # [6, 300]
     seen = random_seen(6, 300, 20, generator)[:, ::2]
     assert scores.stride(1) != 1
     check_both_backends(scores, seen, 12)
@@ -459,18 +402,18 @@ def test_masked_topk_large_catalog():
     # is what this covers.
     generator = torch.Generator().manual_seed(28)
     num_items = 2**20 + 3
-    scores = torch.randn(2, num_items, generator=generator).to(DEVICE)
+    scores = random_scores(2, num_items, generator)
     scores[0, -2] = 100.0
     seen = ids([[5, num_items - 1], [-1, 0]])
     expected = masked_topk_reference(scores, seen, 16)
-    actual = kernel_topk(scores, seen, 16, block_v=2**16, splits=2)
+    actual = masked_topk_kernel(scores, seen, 16, block_v=2**16, splits=2)
     assert_topk_equal(actual, expected)
     assert actual[1][0, 0] == num_items - 2
 
 
 def test_masked_topk_max_triton_k():
     generator = torch.Generator().manual_seed(29)
-    scores = torch.randn(1, 1500, generator=generator).to(DEVICE)
+    scores = random_scores(1, 1500, generator)
     seen = random_seen(1, 1500, 30, generator)
     check_both_backends(scores, seen, topk.MAX_TRITON_K)
     # Beyond the kernels' maximum, "auto" falls back to the reference.
@@ -611,22 +554,12 @@ def check_fused_exact(hidden, weights, seen, k, exclude=None):
 
 
 @pytest.mark.parametrize(
-    ("batch", "num_items", "width", "k", "seen_width", "dtype"),
-    [
-        (3, 1, 8, 1, 0, torch.float32),
-        (2, 3, 5, 4, 1, torch.float32),
-        (4, 3707, 24, 10, 30, torch.float32),
-        (33, 300, 40, 7, 10, torch.float32),
-        (2, 700, 16, 500, 20, torch.float32),
-        (3, 200, 1, 20, 5, torch.float32),
-        (4, 500, 24, 10, 10, torch.bfloat16),
-        (4, 500, 24, 10, 10, torch.float16),
-    ],
+    ("batch", "num_items", "width", "k", "seen_width", "dtype"), FUSED_EXACT_SHAPES
 )
 def test_masked_topk_scores_exact(batch, num_items, width, k, seen_width, dtype):
     generator = torch.Generator().manual_seed(batch * 1000 + num_items + width)
-    hidden = integer_vectors(batch, width, dtype, generator)
-    weights = integer_vectors(num_items, width, dtype, generator)
+    hidden = integer_vectors(batch, width, generator, dtype)
+    weights = integer_vectors(num_items, width, generator, dtype)
     seen = random_seen(batch, num_items, seen_width, generator)
     check_fused_exact(hidden, weights, seen, k)
 
@@ -634,21 +567,21 @@ def test_masked_topk_scores_exact(batch, num_items, width, k, seen_width, dtype)
 @pytest.mark.parametrize("rule", sorted(UPDATE_RULES))
 def test_masked_topk_scores_ties_across_tiles(rule):
     generator = torch.Generator().manual_seed(31)
-    hidden = integer_vectors(18, 3, torch.float32, generator, span=1)
+    hidden = integer_vectors(18, 3, generator, span=1)
     hidden[0] = 0.0  # every score of row 0 is 0
-    weights = integer_vectors(150, 3, torch.float32, generator, span=1)
+    weights = integer_vectors(150, 3, generator, span=1)
     seen = random_seen(18, 150, 8, generator)
     for k in (1, 20):
         expected = masked_topk_scores_reference(hidden, weights, seen, k)
         overrides = {"block_n": 16, "splits": 3, **UPDATE_RULES[rule]}
-        actual = fused_topk(hidden, weights, seen, k, **overrides)
+        actual = masked_topk_scores_kernel(hidden, weights, seen, k, **overrides)
         assert_topk_equal(actual, expected)
 
 
 def test_masked_topk_scores_nan_and_inf():
     generator = torch.Generator().manual_seed(32)
-    hidden = integer_vectors(4, 6, torch.float32, generator)
-    weights = integer_vectors(90, 6, torch.float32, generator)
+    hidden = integer_vectors(4, 6, generator)
+    weights = integer_vectors(90, 6, generator)
     hidden[1, 2] = INF  # scores of row 1 become +-inf, or NaN where weights are 0
     hidden[2, 0] = NAN  # every score of row 2 is NaN
     weights[7] = NAN
@@ -664,49 +597,21 @@ def test_masked_topk_scores_random_close():
     generator = torch.Generator().manual_seed(33)
     batch, num_items, width, k = 5, 1531, 64, 20
     for dtype in (torch.float32, torch.bfloat16):
-        hidden = torch.randn(batch, width, generator=generator) / math.sqrt(width)
-        weights = torch.randn(num_items, width, generator=generator)
-        hidden = hidden.to(dtype).to(DEVICE)
-        weights = weights.to(dtype).to(DEVICE)
+        scale = 1 / math.sqrt(width)
+        hidden = normal_vectors(batch, width, generator, dtype, scale=scale)
+        weights = normal_vectors(num_items, width, generator, dtype)
         seen = random_seen(batch, num_items, 40, generator)
-        values, indices = masked_topk_scores(hidden, weights, seen, k, backend="triton")
-        check_scores_topk_close(values, indices, hidden, weights, seen, k)
-
-
-def check_scores_topk_close(values, indices, hidden, weights, seen, k) -> None:
-    """Check fused results whose scores may differ in the last bits of fp32.
-
-    The kernel and the reference sum the same fp32 products in different orders.
-    The products of 16-bit inputs are exact in fp32 too, so only the summation
-    order differs. Values must agree to a tolerance, and indices wherever a score
-    is well separated from its neighbours in the ranking.
-    """
-    tolerance = 1e-5
-    expected_values, expected_indices = masked_topk_scores_reference(
-        hidden, weights, seen, k + 1
-    )
-    torch.testing.assert_close(
-        values, expected_values[:, :k], rtol=tolerance, atol=tolerance
-    )
-    gaps = expected_values[:, :-1] - expected_values[:, 1:]  # [B, k]
-    before = torch.cat([torch.full_like(gaps[:, :1], INF), gaps[:, :-1]], dim=1)
-    separated = torch.minimum(before, gaps) > 10 * tolerance
-    assert separated.float().mean() > 0.5
-    assert torch.equal(indices[separated], expected_indices[:, :k][separated])
-    # Every returned item is eligible, listed once and scores what is reported.
-    scores = hidden.float() @ weights.float().T
-    blocked = ineligible_mask(seen, None, weights.shape[0])
-    assert not blocked.gather(1, indices).any()
-    assert (indices.sort(dim=1).values.diff(dim=1) > 0).all()
-    torch.testing.assert_close(
-        scores.gather(1, indices), values, rtol=tolerance, atol=tolerance
-    )
+        actual = masked_topk_scores(hidden, weights, seen, k, backend="triton")
+        expected = masked_topk_scores_reference(hidden, weights, seen, k + 1)
+        assert_scores_topk_close(
+            actual, expected, hidden, weights, seen, tolerance=1e-5
+        )
 
 
 def test_masked_topk_scores_every_item_seen():
     generator = torch.Generator().manual_seed(34)
-    hidden = integer_vectors(3, 8, torch.float32, generator)
-    weights = integer_vectors(40, 8, torch.float32, generator)
+    hidden = integer_vectors(3, 8, generator)
+    weights = integer_vectors(40, 8, generator)
     seen = torch.arange(40, device=DEVICE).repeat(3, 1)
     values, indices = check_fused_exact(hidden, weights, seen, 4)
     assert indices.tolist() == [[-1] * 4] * 3
@@ -715,8 +620,8 @@ def test_masked_topk_scores_every_item_seen():
 
 def test_masked_topk_scores_exclude():
     generator = torch.Generator().manual_seed(35)
-    hidden = integer_vectors(5, 8, torch.float32, generator)
-    weights = integer_vectors(60, 8, torch.float32, generator)
+    hidden = integer_vectors(5, 8, generator)
+    weights = integer_vectors(60, 8, generator)
     seen = random_seen(5, 60, 50, generator)
     exclude = ids([0, 1, 2, 2, -3, 60, 500], dtype=torch.int32)
     _, indices = check_fused_exact(hidden, weights, seen, 64, exclude)
@@ -742,8 +647,8 @@ def test_masked_topk_scores_empty_inputs():
 
 def test_masked_topk_scores_non_contiguous_inputs():
     generator = torch.Generator().manual_seed(36)
-    hidden = integer_vectors(12, 5, torch.float32, generator).T  # [5, 12]
-    weights = integer_vectors(12, 300, torch.float32, generator).T  # [300, 12]
+    hidden = integer_vectors(12, 5, generator).T  # [5, 12]
+    weights = integer_vectors(12, 300, generator).T  # [300, 12]
     seen = random_seen(5, 300, 6, generator)
     check_fused_exact(hidden, weights, seen, 9)
 
@@ -751,11 +656,13 @@ def test_masked_topk_scores_non_contiguous_inputs():
 def test_masked_topk_scores_large_catalog():
     generator = torch.Generator().manual_seed(37)
     num_items = 2**20 + 3
-    hidden = integer_vectors(2, 4, torch.float32, generator)
-    weights = integer_vectors(num_items, 4, torch.float32, generator)
+    hidden = integer_vectors(2, 4, generator)
+    weights = integer_vectors(num_items, 4, generator)
     weights[-1] = 50.0 * hidden[0]
     seen = ids([[5, 17], [-1, num_items - 1]])
     expected = masked_topk_scores_reference(hidden, weights, seen, 8)
-    actual = fused_topk(hidden, weights, seen, 8, block_n=2**16, splits=2)
+    actual = masked_topk_scores_kernel(
+        hidden, weights, seen, 8, block_n=2**16, splits=2
+    )
     assert_topk_equal(actual, expected)
     assert actual[1][0, 0] == num_items - 1
