@@ -404,7 +404,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     state = load_checkpoint(args.checkpoint)
     run = state["config"]
-    data = DataConfig(**run["data"])
+    # Evaluation reads the data that training used and never downloads into a folder.
+    data = dataclasses.replace(DataConfig(**run["data"]), download=False)
     if args.data_dir:
         data = dataclasses.replace(data, data_dir=args.data_dir)
     eval_config = EvalConfig(**run["eval"])

@@ -288,3 +288,20 @@ def test_mapped_pages_stay_read_only(synthetic: Path, tmp_path: Path):
     part = prepare(config, store=tmp_path / "s.arrow").store.part("train")
     with pytest.raises(ValueError):
         part.items[0, 0] = 1
+
+
+def test_partial_folder_is_not_downloaded_into(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import fastrec.data.prepare as prepare_module
+
+    def no_download(folder):
+        raise AssertionError(f"download into {folder}")
+
+    monkeypatch.setattr(prepare_module, "ensure_movielens", no_download)
+    (tiny / "ratings.dat").unlink()
+    movies_before = (tiny / "movies.dat").read_bytes()
+    config = DataConfig(data_dir=str(tiny), download=True, store=str(tmp_path / "s"))
+    with pytest.raises(DataError, match="ratings.dat"):
+        prepare(config)
+    assert (tiny / "movies.dat").read_bytes() == movies_before

@@ -17,6 +17,9 @@ from typing import Any
 from ..config import DataConfig, load_config
 from ..errors import DataError, exit_on_user_error
 from .download import ensure_movielens
+
+# Files of ML-1M and ML-100K. A folder holding any of them is never downloaded into.
+MOVIELENS_FILES = ("ratings.dat", "movies.dat", "users.dat", "u.data", "u.item")
 from .movielens import MovieLens, load_movielens
 from .sequences import (
     Vocabulary,
@@ -76,9 +79,12 @@ def prepare(config: DataConfig, store: str | Path | None = None) -> PreparedData
     source files' sha256) differs from the one this config and data give.
     """
     data_dir = Path(config.data_dir)
-    if config.download and not (data_dir / "ratings.dat").exists():
-        if not (data_dir / "u.data").exists():
-            ensure_movielens(data_dir)
+    # Only a missing or empty folder is filled. A folder that has some of the files
+    # is the user's own copy, and loading it names whatever file is missing.
+    if config.download and not any(
+        (data_dir / name).exists() for name in MOVIELENS_FILES
+    ):
+        ensure_movielens(data_dir)
     data = load_movielens(data_dir)
     vocab = vocabulary_for(data, config)
     params = config.split_params()
