@@ -8,16 +8,53 @@ ConfigError that names it.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .baselines import BASELINES
 from .errors import ConfigError
 from .model import ModelConfig
 
 SPLITS = ("loo", "windows")
+EVAL_BACKENDS = ("auto", "triton", "torch")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _require_int(section: str, name: str, value: Any, minimum: int) -> None:
+    """Raise ConfigError unless ``value`` is an integer of at least ``minimum``."""
+    if not (_is_int(value) and value >= minimum):
+        raise ConfigError(
+            f"{section}.{name}={value!r} is invalid; use an integer >= {minimum}"
+        )
+
+
+def _require_real(
+    section: str, name: str, value: Any, minimum: float | None, strict: bool = False
+) -> None:
+    """Raise ConfigError unless ``value`` is a finite number above ``minimum``.
+
+    ``strict`` excludes ``minimum`` itself, and ``minimum=None`` allows any sign.
+    """
+    valid = _is_real(value) and math.isfinite(value)
+    if valid and minimum is not None:
+        valid = value > minimum if strict else value >= minimum
+    if not valid:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise ConfigError(
+            f"{section}.{name}={value!r} is invalid; use a finite number{bound}"
+        )
 
 
 @dataclass
@@ -119,17 +156,35 @@ class TrainConfig:
     """Stop an epoch after this many steps; 0 runs the whole epoch (for smoke tests)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.betas, (list, tuple)):
+            raise ConfigError(
+                f"train.betas={self.betas!r} is invalid; use two numbers in [0, 1)"
+            )
         self.betas = tuple(self.betas)  # YAML gives lists
         if self.objective not in ("auto", "all", "last"):
             raise ConfigError(f"train.objective={self.objective!r} is invalid")
         if str(self.compile).lower() not in ("auto", "true", "false"):
             raise ConfigError(f"train.compile={self.compile!r} is invalid")
         self.compile = str(self.compile).lower()
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    f"train.{name}={getattr(self, name)} must be at least 1"
-                )
+        for name in ("epochs", "batch_size", "eval_every"):
+            _require_int("train", name, getattr(self, name), 1)
+        for name in ("warmup_steps", "patience", "prefetch", "max_steps_per_epoch"):
+            _require_int("train", name, getattr(self, name), 0)
+        _require_real("train", "lr", self.lr, 0.0, strict=True)
+        for name in ("min_lr", "weight_decay", "grad_clip"):
+            _require_real("train", name, getattr(self, name), 0.0)
+        _require_real("train", "rating_weight", self.rating_weight, None)
+        self._check_betas()
+
+    def _check_betas(self) -> None:
+        betas = self.betas
+        valid = len(betas) == 2 and all(
+            _is_real(beta) and 0.0 <= beta < 1.0 for beta in betas
+        )
+        if not valid:
+            raise ConfigError(
+                f"train.betas={list(betas)!r} is invalid; use two numbers in [0, 1)"
+            )
 
 
 @dataclass
@@ -150,9 +205,30 @@ class EvalConfig:
     """Evaluate only the first N rows of a split; 0 evaluates all (for smoke tests)."""
 
     def __post_init__(self) -> None:
-        self.ks = sorted({int(k) for k in self.ks})
-        if not self.ks or self.ks[0] < 1:
-            raise ConfigError(f"eval.ks={self.ks} must be positive integers")
+        ks = self.ks
+        valid = isinstance(ks, (list, tuple)) and len(ks) > 0
+        if not (valid and all(_is_int(k) and k >= 1 for k in ks)):
+            raise ConfigError(
+                f"eval.ks={ks!r} is invalid; use a non-empty list of integers >= 1"
+            )
+        self.ks = sorted({int(k) for k in ks})
+        _require_int("eval", "batch_size", self.batch_size, 1)
+        _require_int("eval", "max_users", self.max_users, 0)
+        if self.backend not in EVAL_BACKENDS:
+            raise ConfigError(
+                f"eval.backend={self.backend!r} is invalid; use one of {EVAL_BACKENDS}"
+            )
+        known = ", ".join(sorted(BASELINES))
+        if not isinstance(self.baselines, (list, tuple)):
+            raise ConfigError(
+                f"eval.baselines={self.baselines!r} is invalid; use a list of: {known}"
+            )
+        for name in self.baselines:
+            if name not in BASELINES:
+                raise ConfigError(
+                    f"eval.baselines contains unknown baseline {name!r}; "
+                    f"use any of: {known}"
+                )
 
 
 # Model fields that come from the data, never from a config file.
@@ -278,7 +354,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(
                 f"config file {path} is not valid YAML: {error}"
             ) from error
-        config = _merge(config, loaded, "")
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of sections")
+        updates = loaded
+    else:
+        updates = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
@@ -289,5 +369,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         for part in parts[:-1]:
             cursor = cursor.setdefault(part, {})
         cursor[parts[-1]] = _parse_value(text)
-        config = _merge(config, nested, "")
-    return config
+        _deep_update(updates, nested)
+    # One merge validates each section once, with every override applied, so the
+    # order of overrides that depend on each other does not matter.
+    return _merge(config, updates, "")
+
+
+def _deep_update(target: dict[str, Any], source: dict[str, Any]) -> None:
+    """Merge ``source`` into ``target`` in place; a later scalar wins."""
+    for key, value in source.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value

@@ -371,9 +371,73 @@ def write_metrics(path: str | Path, results: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as sink:
-        json.dump(results, sink, indent=2)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as sink:
+            json.dump(results, sink, indent=2)
+        os.replace(tmp, path)
+    finally:
+        # After a successful rename the temporary name no longer exists.
+        Path(tmp).unlink(missing_ok=True)
+
+
+TRITON_INTERPRET_ON = ("1", "true", "on", "yes")
+
+
+def resolve_eval_device(name: str) -> torch.device:
+    """Return the ``--device`` of the command line, or raise FastrecError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FastrecError(
+            f"--device {name!r} is invalid; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FastrecError(
+                f"--device {name} needs CUDA but no CUDA device is available; "
+                "use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FastrecError(
+                f"--device {name} is invalid: only {torch.cuda.device_count()} "
+                "CUDA devices are visible"
+            )
+    elif device.type != "cpu":
+        raise FastrecError(
+            f"--device {name!r} is invalid; use auto, cpu, cuda or cuda:N"
+        )
+    return device
+
+
+def check_json_path(path: Path) -> None:
+    """Raise FastrecError unless ``path`` can be written as a JSON file."""
+    if path.is_dir():
+        raise FastrecError(f"--json {path} is a folder; give a file path")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise FastrecError(
+                f"--json {path} is invalid because {parent} is a file, not a folder"
+            )
+
+
+def check_cli_args(args: argparse.Namespace) -> torch.device:
+    """Check the command-line values before any data is read; return the device."""
+    if args.batch_size is not None and args.batch_size < 1:
+        raise FastrecError(
+            f"--batch-size {args.batch_size} is invalid; use an integer >= 1"
+        )
+    device = resolve_eval_device(args.device)
+    interpreted = os.environ.get("TRITON_INTERPRET", "").lower() in TRITON_INTERPRET_ON
+    if args.backend == "triton" and device.type == "cpu" and not interpreted:
+        raise FastrecError(
+            "--backend triton on CPU needs the Triton interpreter: set "
+            "TRITON_INTERPRET=1, or use --backend torch or a CUDA --device"
+        )
+    if args.json:
+        check_json_path(Path(args.json))
+    return device
 
 
 @exit_on_user_error
@@ -401,6 +465,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, help="rows per batch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    device = check_cli_args(args)
 
     state = load_checkpoint(args.checkpoint)
     run = state["config"]
@@ -417,7 +482,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise FastrecError(
                 f"--k {args.k!r} must be comma-separated integers"
             ) from error
-    if args.batch_size:
+    if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
     eval_config = dataclasses.replace(eval_config, **changes)
 
@@ -427,11 +492,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{args.checkpoint} was trained on another window store than the one "
             f"{data.data_dir} gives; check --data-dir"
         )
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu")
-        if args.device == "auto"
-        else args.device
-    )
     model = model_from_checkpoint(state, device)
     train = run["train"]
     amp = torch.bfloat16 if train.get("amp", True) else None

@@ -769,6 +769,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Raise FastrecError if ``out_dir`` or one of its parents is a file."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists() and not path.is_dir():
+            raise FastrecError(
+                f"--out-dir {out_dir} is invalid because {path} is a file, not a "
+                "folder; choose another --out-dir"
+            )
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the ``fastrec.train`` command line."""
@@ -779,9 +789,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if args.profile_steps < 1:
+        raise FastrecError(
+            f"--profile-steps {args.profile_steps} is invalid; use an integer >= 1"
+        )
     config = load_config(args.config, args.overrides)
+    check_out_dir(Path(args.out_dir or Path("runs") / config.name))
     if args.data_dir:
         config.data = dataclasses.replace(config.data, data_dir=args.data_dir)
+    # Checkpoints record an absolute folder, so evaluate and recommend find the same
+    # files from any working directory.
+    config.data = dataclasses.replace(
+        config.data, data_dir=str(Path(config.data.data_dir).resolve())
+    )
     device = resolve_device(config.train.device, dist.local_rank)
     owns_group = distributed.init_process_group(dist, device)
     try:
