@@ -11,9 +11,9 @@ Stages, each run by both pipelines on the same files and config, on the CPU:
   and per-user unfolding, against fastrec's parser and window-store build, in
   seconds. fastrec's time is the median of three builds;
 - training: ``--train-steps`` steps after ``--warmup-steps`` untimed ones, batch
-  loading included; the tutorial's per-sample DataLoader and eager fp32 step with a
-  full-softmax cross-entropy, against BatchLoader and ``Trainer.train_step`` with
-  bf16 autocast (samples/s);
+  loading included, in samples/s. The tutorial's per-sample DataLoader and eager
+  fp32 step with a full-softmax cross-entropy run against BatchLoader and
+  ``Trainer.train_step`` with bf16 autocast;
 - evaluation: the same untrained, seeded weights rank the full catalog; the
   tutorial's way ranks its held-out windows in DataLoader batches and blocks each
   row's seen items in a Python loop over the rows, fastrec's ``Evaluator`` ranks
@@ -66,7 +66,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tutorial.
 TARGETS = {"data_preparation": 10.0, "training": 5.0, "evaluation": 20.0}
 STORE_BUILDS = 3
 # Alternating chunks of the timed training steps.
-TRAIN_CHUNKS = 4
+TRAIN_CHUNKS = 10
 
 
 def load_compare_config(
@@ -405,16 +405,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--row-call-rows",
         type=int,
-        default=2000,
+        default=500,
         help="held-out rows of the extra one-model-call-per-row evaluation; 0 skips "
-        "it (default 2000)",
+        "it (default 500)",
     )
 
     parser.add_argument(
         "--compile",
         choices=("auto", "true", "false"),
         default="false",
-        help="torch.compile fastrec's step (default false: no faster on 2 CPU cores)",
+        help="torch.compile fastrec's step (default false: on a 2-core CPU the "
+        "compiled bf16 step measured no faster than eager, see bench/RESULTS.md)",
     )
     parser.add_argument(
         "--threads",

@@ -362,8 +362,11 @@ warmup.close()
 sync()
 warmup_seconds = time.perf_counter() - started
 
-# Timed: one epoch, cut at step_cap steps or after ``seconds`` of training.
-limit = min(len(trainer.loader), step_cap)
+# Timed: one epoch, cut at step_cap steps or after ``seconds`` of training. The
+# last, smaller batch is left out: under torch.compile it would compile a new graph
+# inside the timed loop.
+full_batches = len(prepared.store.part("train")) // config.train.batch_size
+limit = max(1, min(full_batches, step_cap))
 steps = samples = 0
 loss_sum = torch.zeros((), device=trainer.device)
 iterator = trainer.loader.iterate()
@@ -421,7 +424,7 @@ report = {
     "timed_steps": steps,
     "timed_samples": samples,
     "timed_seconds": train_seconds,
-    "full_epoch": steps == len(trainer.loader),
+    "full_epoch": steps >= full_batches,
     "samples_per_s": samples_per_s,
     "epoch_seconds_estimate": len(prepared.store.part("train")) / samples_per_s,
     "mean_loss": mean_loss,

@@ -12,8 +12,8 @@ of its per-sample DataLoader, also gathered beforehand.
 
 Cases: configs/tutorial.yaml's model (interaction head, T=5, batch 512) in all four
 combinations, and the default config's dot-head model on the leave-one-out split
-(T=50, batch 128) without compiled fp32, which saves a CPU compilation. The CUDA
-cases skip without a GPU.
+(T=50, the default batch size) without compiled fp32, which saves a CPU
+compilation. The CUDA cases skip without a GPU.
 """
 
 from __future__ import annotations

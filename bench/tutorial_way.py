@@ -260,7 +260,7 @@ class EvalDataset(Dataset):
 
 @dataclass
 class EvalResult:
-    """Hit counts, reciprocal ranks and time of a tutorial-way evaluation."""
+    """Hit counts and time of a tutorial-way evaluation."""
 
     rows: int
     seconds: float
@@ -286,9 +286,9 @@ def evaluate_tutorial(
 ) -> EvalResult:
     """Rank the catalog in batches, blocking each row's seen items in a row loop.
 
-    The model runs eagerly in fp32 on batches of a ``DataLoader``. ``seen[i]`` holds
-    the item ids that dataset row i must not return (the tutorial blocks the input
-    window). Every cut-off of ``ks`` comes from one ranking pass.
+    The model runs eagerly in fp32 on batches of a ``DataLoader``. ``seen[i]``
+    contains the item ids that dataset row i must not return (the tutorial blocks
+    the input window). Every cut-off of ``ks`` comes from one ranking pass.
     """
     was_training = model.training
     model.eval()
