@@ -598,11 +598,16 @@ class Trainer:
                 if bar is not None:
                     bar.close()
                 if not math.isfinite(stats["train_loss"]):
+                    last = self.out_dir / "last.pt"
+                    kept = (
+                        f"The last good checkpoint is {last}."
+                        if last.exists()
+                        else "No checkpoint was saved before it."
+                    )
                     raise TrainingDiverged(
                         f"training loss became {stats['train_loss']} in epoch "
-                        f"{self.epoch + 1}; stopped without saving this epoch. The last "
-                        f"good checkpoint is {self.out_dir / 'last.pt'}. Try a lower "
-                        "train.lr or train.amp=false"
+                        f"{self.epoch + 1}; stopped without saving this epoch. {kept} "
+                        "Try a lower train.lr or train.amp=false"
                     )
                 row = self._end_epoch(stats, writer)
                 agreed = self.stop_vote.settle(self._stop_signal)
