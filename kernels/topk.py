@@ -4,10 +4,10 @@ Shape legend: B batch rows, V catalog items, D hidden width, K top-k (K_PAD: k
 rounded up to a power of two), S seen-list length (SEEN_LEN: the sorted list with
 exclude appended, rounded up to a power of two), E excluded ids.
 
-``backend="auto"`` runs the Triton kernels on CUDA tensors and the PyTorch
-reference on CPU tensors. ``"triton"`` forces the kernels, which on CPU tensors
-need the Triton interpreter (TRITON_INTERPRET=1). ``"torch"`` forces the
-reference.
+``backend="auto"`` runs the Triton kernels on CUDA tensors and the PyTorch path
+(fastrec.kernels.select, exact like the reference but faster) on CPU tensors.
+``"triton"`` forces the kernels, which on CPU tensors need the Triton interpreter
+(TRITON_INTERPRET=1). ``"torch"`` forces the PyTorch path.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from types import ModuleType
 import torch
 
 from .keys import decode_keys
-from .reference import masked_topk_reference, masked_topk_scores_reference
+from .select import masked_topk_scores_torch, masked_topk_torch
 
 BACKENDS = ("auto", "triton", "torch")
 SCORE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ID_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
 
 # The kernels keep the running top-K in registers. Larger k works with the
-# reference but would spill badly in the kernels.
+# PyTorch path but would spill badly in the kernels.
 MAX_TRITON_K = 1024
 # Item ids travel as int32 in the kernels and in the low half of each key.
 MAX_TRITON_ITEMS = 2**31 - 1
@@ -76,7 +76,7 @@ def masked_topk(
     exclude = _check_exclude(exclude, scores.device)
 
     if not _use_triton(backend, scores.device, k, num_items):
-        return masked_topk_reference(scores, seen, k, exclude)
+        return masked_topk_torch(scores, seen, k, exclude)
     if batch == 0 or num_items == 0:
         return _empty_result(batch, k, scores.dtype, scores.device)
     keys = _launch_masked_topk(scores, seen, k, exclude)
@@ -137,7 +137,7 @@ def masked_topk_scores(
     exclude = _check_exclude(exclude, hidden.device)
 
     if not _use_triton(backend, hidden.device, k, num_items):
-        return masked_topk_scores_reference(hidden, item_weights, seen, k, exclude)
+        return masked_topk_scores_torch(hidden, item_weights, seen, k, exclude)
     if batch == 0 or num_items == 0:
         return _empty_result(batch, k, torch.float32, hidden.device)
     keys = _launch_fused_topk(hidden, item_weights, seen, k, exclude)

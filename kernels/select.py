@@ -1,0 +1,79 @@
+"""Seen-item-masked top-K in plain PyTorch, the fast path off the GPU.
+
+Shape legend: B batch rows, V catalog items, K top-k.
+
+``torch.topk`` finds the right set of values but breaks ties among equal scores in
+no documented order. A row's result is exact when its k-th value is finite and
+no item outside the picks equals it, because the top-k set is then unique. Such
+rows only need their k picks ordered by (score descending, item id ascending).
+The other rows (a tie across the cut, or fewer than k eligible items) go through
+the sort-based reference. With float scores they are rare, so the step costs one
+``topk`` and a few elementwise passes over [B, V] instead of two full sorts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .keys import decode_keys, encode_keys
+from .reference import ineligible_mask, masked_topk_reference
+
+
+def masked_topk_torch(
+    scores: torch.Tensor,
+    seen: torch.Tensor,
+    k: int,
+    exclude: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Select each row's k best unseen items with the reference's exact semantics.
+
+    Returns (values [B, k] in the dtype of ``scores``, indices [B, k] int64).
+    The arguments must already be checked by fastrec.kernels.topk.
+    """
+    batch, num_items = scores.shape
+    taken = min(k, num_items)
+    if batch == 0 or num_items == 0:
+        return masked_topk_reference(scores, seen, k, exclude)
+    values = scores.to(torch.float32)
+    values = torch.where(torch.isnan(values), float("-inf"), values)
+    masked = values.masked_fill(ineligible_mask(seen, exclude, num_items), -torch.inf)
+
+    top_values, top_ids = torch.topk(masked, taken, dim=1)  # [B, taken]
+    threshold = top_values[:, -1:]  # [B, 1]
+    unique = (masked >= threshold).sum(dim=1) == taken  # [B]
+    exact = unique & (threshold[:, 0] > float("-inf"))  # [B]
+
+    # Order the picks of exact rows by (score descending, id ascending).
+    order = encode_keys(top_values, top_ids).argsort(dim=1, descending=True)
+    indices = top_ids.gather(1, order)  # [B, taken]
+    out_values = top_values.gather(1, order)  # [B, taken]
+    if taken < k:
+        pad = k - taken
+        indices = torch.cat([indices, indices.new_full((batch, pad), -1)], dim=1)
+        out_values = torch.cat(
+            [out_values, out_values.new_full((batch, pad), float("-inf"))], dim=1
+        )
+
+    rest = (~exact).nonzero().squeeze(1)  # rows whose cut needs the full rules
+    if rest.numel() > 0:
+        rest_values, rest_indices = masked_topk_reference(
+            scores[rest], seen[rest], k, exclude
+        )
+        out_values[rest] = rest_values.to(torch.float32)
+        indices[rest] = rest_indices
+    return out_values.to(scores.dtype), indices
+
+
+def masked_topk_scores_torch(
+    hidden: torch.Tensor,
+    item_weights: torch.Tensor,
+    seen: torch.Tensor,
+    k: int,
+    exclude: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score all items as fp32 ``hidden @ item_weights.T``, then mask and select.
+
+    Returns (values [B, k] fp32, indices [B, k] int64).
+    """
+    scores = hidden.to(torch.float32) @ item_weights.to(torch.float32).T  # [B, V]
+    return masked_topk_torch(scores, seen, k, exclude)
