@@ -31,24 +31,24 @@ def masked_topk_torch(
     The arguments must already be checked by fastrec.kernels.topk.
     """
     batch, num_items = scores.shape
-    taken = min(k, num_items)
+    num_picks = min(k, num_items)
     if batch == 0 or num_items == 0:
         return masked_topk_reference(scores, seen, k, exclude)
     values = scores.to(torch.float32)
     values = torch.where(torch.isnan(values), float("-inf"), values)
     masked = values.masked_fill(ineligible_mask(seen, exclude, num_items), -torch.inf)
 
-    top_values, top_ids = torch.topk(masked, taken, dim=1)  # [B, taken]
+    top_values, top_ids = torch.topk(masked, num_picks, dim=1)  # [B, num_picks]
     threshold = top_values[:, -1:]  # [B, 1]
-    unique = (masked >= threshold).sum(dim=1) == taken  # [B]
+    unique = (masked >= threshold).sum(dim=1) == num_picks  # [B]
     exact = unique & (threshold[:, 0] > float("-inf"))  # [B]
 
     # Order the picks of exact rows by (score descending, id ascending).
     order = encode_keys(top_values, top_ids).argsort(dim=1, descending=True)
-    indices = top_ids.gather(1, order)  # [B, taken]
-    out_values = top_values.gather(1, order)  # [B, taken]
-    if taken < k:
-        pad = k - taken
+    indices = top_ids.gather(1, order)  # [B, num_picks]
+    out_values = top_values.gather(1, order)  # [B, num_picks]
+    if num_picks < k:
+        pad = k - num_picks
         indices = torch.cat([indices, indices.new_full((batch, pad), -1)], dim=1)
         out_values = torch.cat(
             [out_values, out_values.new_full((batch, pad), float("-inf"))], dim=1
