@@ -392,7 +392,7 @@ class Trainer:
             log.info(
                 "resumed from %s at epoch %d, step %d",
                 path,
-                self.epoch,
+                self.epoch + 1,
                 self.step_in_epoch,
             )
 
@@ -475,9 +475,7 @@ class Trainer:
 
         def write(prof: torch.profiler.profile) -> None:
             prof.export_chrome_trace(str(trace))
-            log.info(
-                "wrote profiler trace of %d steps to %s", self.profile_steps, trace
-            )
+            log.info("wrote profiler trace to %s", trace)
 
         return torch.profiler.profile(
             activities=activities,
