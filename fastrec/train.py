@@ -862,7 +862,6 @@ def run(
         profile_steps=args.profile_steps if args.profile else 0,
     )
     if dist.is_main:
-        write_metrics(out_dir / "config.json", config.to_dict())
         log.info(
             "model: %s head, %.2fM parameters; %d training windows, %d steps per epoch, "
             "device %s, amp %s, compile %s, world size %d, %d windows per step "
@@ -885,6 +884,12 @@ def run(
             missing = f"--resume needs {last}, which does not exist"
         raise_on_every_rank(distributed.broadcast_object(missing), dist)
         trainer.restore(last)
+    if dist.is_main:
+        # Written once the run is known to start, with the model fields that the
+        # window store sets (vocabulary, users, window length) filled in.
+        resolved = config.to_dict()
+        resolved["model"] = dataclasses.asdict(trainer.model.config)
+        write_metrics(out_dir / "config.json", resolved)
     started = time.perf_counter()
     trainer.fit()
     results = final_report(trainer)
