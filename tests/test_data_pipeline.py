@@ -305,3 +305,19 @@ def test_partial_folder_is_not_downloaded_into(
     with pytest.raises(DataError, match="ratings.dat"):
         prepare(config)
     assert (tiny / "movies.dat").read_bytes() == movies_before
+
+
+def test_damaged_store_values_are_rebuilt(synthetic: Path, tmp_path: Path):
+    from fastrec.data.prepare import out_of_range_ids
+
+    config = DataConfig(data_dir=str(synthetic), store=str(tmp_path / "s.arrow"))
+    assert prepare(config).built
+    # Overwrite data pages in the middle of the file: the Arrow layout stays
+    # valid, but the ids there become -1.
+    size = (tmp_path / "s.arrow").stat().st_size
+    with open(tmp_path / "s.arrow", "r+b") as handle:
+        handle.seek(size // 2)
+        handle.write(b"\xff" * 512)
+    rebuilt = prepare(config)
+    assert rebuilt.built
+    assert out_of_range_ids(rebuilt.store, rebuilt.vocab) is None

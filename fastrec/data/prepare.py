@@ -18,7 +18,8 @@ from ..config import DataConfig, load_config
 from ..errors import DataError, exit_on_user_error
 from .download import ensure_movielens
 
-# Files of ML-1M and ML-100K. A folder holding any of them is never downloaded into.
+# Files of ML-1M and ML-100K. A folder that contains any of them is never downloaded
+# into.
 MOVIELENS_FILES = ("ratings.dat", "movies.dat", "users.dat", "u.data", "u.item")
 from .movielens import MovieLens, load_movielens
 from .sequences import (
@@ -72,6 +73,28 @@ def default_store_path(config: DataConfig, key: str) -> Path:
     return Path(config.data_dir) / "stores" / f"{config.split}-{key}.arrow"
 
 
+def out_of_range_ids(store: WindowStore, vocab: Vocabulary) -> str | None:
+    """Describe the first store column with an id or rating out of range, if any.
+
+    The Arrow format checks the layout but not the values, so damage inside the
+    data pages would otherwise surface as an index error in the middle of training.
+    """
+    parts = [store.part(name) for name in ("train", "valid", "test")]
+    columns = {
+        "items": ([p.items for p in parts], vocab.vocab_size),
+        "target": ([p.target for p in parts], vocab.vocab_size),
+        "user": ([p.user for p in parts], vocab.n_users),
+        "ratings": ([p.ratings for p in parts], 6),
+        "target_rating": ([p.target_rating for p in parts], 6),
+        "history": ([parts[0].history_values], vocab.vocab_size),
+    }
+    for name, (arrays, limit) in columns.items():
+        for array in arrays:
+            if array.size and (array.min() < 0 or array.max() >= limit):
+                return f"column {name} has values outside [0, {limit})"
+    return None
+
+
 def prepare(config: DataConfig, store: str | Path | None = None) -> PreparedData:
     """Parse the data, then open the store, rebuilding it when missing or stale.
 
@@ -93,8 +116,13 @@ def prepare(config: DataConfig, store: str | Path | None = None) -> PreparedData
 
     existing = read_store_metadata(path)
     if existing is not None and existing.get("key") == key:
-        return PreparedData(data, vocab, WindowStore(path), built=False)
-    if existing is not None:
+        store = WindowStore(path)
+        problem = out_of_range_ids(store, vocab)
+        if problem is None:
+            return PreparedData(data, vocab, store, built=False)
+        del store
+        log.warning("window store %s is corrupt (%s); rebuilding it", path, problem)
+    elif existing is not None:
         log.info("window store %s is stale; rebuilding it", path)
 
     started = time.perf_counter()
