@@ -17,10 +17,6 @@ from typing import Any
 from ..config import DataConfig, load_config
 from ..errors import DataError, exit_on_user_error
 from .download import ensure_movielens
-
-# Files of ML-1M and ML-100K. A folder that contains any of them is never downloaded
-# into.
-MOVIELENS_FILES = ("ratings.dat", "movies.dat", "users.dat", "u.data", "u.item")
 from .movielens import MovieLens, load_movielens
 from .sequences import (
     Vocabulary,
@@ -31,6 +27,10 @@ from .sequences import (
     split_windows,
 )
 from .store import WindowStore, read_store_metadata, store_key, write_store
+
+# Files of ML-1M and ML-100K. A folder that contains any of them is never downloaded
+# into.
+MOVIELENS_FILES = ("ratings.dat", "movies.dat", "users.dat", "u.data", "u.item")
 
 log = logging.getLogger(__name__)
 
