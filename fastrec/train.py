@@ -597,15 +597,15 @@ class Trainer:
                     bar.close()
                 if not math.isfinite(stats["train_loss"]):
                     last = self.out_dir / "last.pt"
-                    kept = (
+                    checkpoint_note = (
                         f"The last good checkpoint is {last}."
                         if last.exists()
                         else "No checkpoint was saved before it."
                     )
                     raise TrainingDiverged(
                         f"training loss became {stats['train_loss']} in epoch "
-                        f"{self.epoch + 1}; stopped without saving this epoch. {kept} "
-                        "Try a lower train.lr or train.amp=false"
+                        f"{self.epoch + 1}; stopped without saving this epoch. "
+                        f"{checkpoint_note} Try a lower train.lr or train.amp=false"
                     )
                 row = self._end_epoch(stats, writer)
                 agreed = self.stop_vote.settle(self._stop_signal)

