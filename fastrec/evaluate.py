@@ -29,6 +29,7 @@ from .config import EvalConfig
 from .data.loader import EVAL_COLUMNS, BatchLoader
 from .data.prepare import PreparedData
 from .data.sequences import build_user_sequences, item_genre_matrix
+from .devices import parse_device
 from .errors import FastrecError, exit_on_user_error
 from .kernels import masked_topk, masked_topk_scores
 from .metrics import (
@@ -383,34 +384,6 @@ def write_metrics(path: str | Path, results: dict[str, Any]) -> None:
 TRITON_INTERPRET_ON = ("1", "true", "on", "yes")
 
 
-def resolve_eval_device(name: str) -> torch.device:
-    """Return the ``--device`` of the command line, or raise FastrecError."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FastrecError(
-            f"--device {name!r} is invalid; use auto, cpu, cuda or cuda:N"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FastrecError(
-                f"--device {name} needs CUDA but no CUDA device is available; "
-                "use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise FastrecError(
-                f"--device {name} is invalid: only {torch.cuda.device_count()} "
-                "CUDA devices are visible"
-            )
-    elif device.type != "cpu":
-        raise FastrecError(
-            f"--device {name!r} is invalid; use auto, cpu, cuda or cuda:N"
-        )
-    return device
-
-
 def check_json_path(path: Path) -> None:
     """Raise FastrecError unless ``path`` can be written as a JSON file."""
     if path.is_dir():
@@ -428,7 +401,7 @@ def check_cli_args(args: argparse.Namespace) -> torch.device:
         raise FastrecError(
             f"--batch-size {args.batch_size} is invalid; use an integer >= 1"
         )
-    device = resolve_eval_device(args.device)
+    device = parse_device(args.device, "--device")
     interpreted = os.environ.get("TRITON_INTERPRET", "").lower() in TRITON_INTERPRET_ON
     if args.backend == "triton" and device.type == "cpu" and not interpreted:
         raise FastrecError(
@@ -444,7 +417,7 @@ def check_cli_args(args: argparse.Namespace) -> torch.device:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the ``fastrec.evaluate`` command line."""
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import Config, DataConfig
+    from .config import DataConfig
     from .data.prepare import prepare
     from .plots import plot_metrics_by_k
 

@@ -30,6 +30,7 @@ from .config import DataConfig
 from .data.movielens import MovieLens, load_movielens
 from .data.prepare import vocabulary_for
 from .data.sequences import PAD, Vocabulary, build_user_sequences
+from .devices import parse_device
 from .errors import ConfigError, DataError, exit_on_user_error
 from .kernels import masked_topk
 from .model import SequentialRecommender
@@ -334,21 +335,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def resolve_device(name: str) -> torch.device:
-    """Return the device for ``--device`` (``auto`` picks CUDA when present)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"--device {name!r} is invalid. Use auto, cpu or cuda"
-        ) from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} needs CUDA, which is not available")
-    return device
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the ``fastrec.recommend`` command line."""
     parser = argparse.ArgumentParser(
@@ -386,7 +372,7 @@ def main(argv: list[str] | None = None) -> list[Recommendation]:
     data = load_movielens(config.data_dir)
     history = load_user_history(state, data, args.user)
 
-    model = model_from_checkpoint(state, resolve_device(args.device))
+    model = model_from_checkpoint(state, parse_device(args.device, "--device"))
     recommendations = recommend(state, data, args.user, args.k, model=model)
 
     recent = recent_ratings(history, data, args.history)

@@ -38,6 +38,7 @@ from .config import Config, load_config
 from .data.loader import BatchLoader
 from .data.prepare import PreparedData, prepare
 from .data.sequences import item_genre_matrix, user_code_matrix
+from .devices import parse_device
 from .errors import FastrecError, exit_on_user_error
 from .evaluate import Evaluator, format_table, write_metrics
 from .losses import linear_cross_entropy
@@ -95,17 +96,8 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
 
     ``cuda`` without an index means the GPU of the local rank, one GPU per process.
     """
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FastrecError(
-            f"train.device={name!r} is invalid; use auto, cpu, cuda or cuda:N"
-        ) from None
+    device = parse_device(name, "train.device")
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FastrecError("train.device is cuda but no CUDA device is available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         if device.index >= torch.cuda.device_count():

@@ -3,7 +3,7 @@
 ``masked_topk`` selects the top-k unseen items from a [B, V] score matrix, and
 ``masked_topk_scores`` computes the scores from hidden states and item vectors
 inside the kernel without materializing them. Both run Triton on CUDA tensors and
-an exact PyTorch path on CPU tensors unless ``backend`` says otherwise.
+an exact PyTorch path on CPU tensors unless ``backend`` selects otherwise.
 """
 
 from __future__ import annotations
