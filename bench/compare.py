@@ -3,6 +3,7 @@
     python -m bench.compare --data-dir data/ml-1m [--config configs/tutorial.yaml]
                             [--train-steps N] [--warmup-steps N] [--eval-rows N]
                             [--row-call-rows N] [--compile auto|true|false]
+                            [--amp true|false]
                             [--threads N] [--json FILE]
 
 Stages, each run by both pipelines on the same files and config, on the CPU:
@@ -12,12 +13,13 @@ Stages, each run by both pipelines on the same files and config, on the CPU:
   seconds. fastrec's time is the median of three builds;
 - training: ``--train-steps`` steps after ``--warmup-steps`` untimed ones, batch
   loading included, in samples/s. The tutorial's per-sample DataLoader and eager
-  fp32 step with a full-softmax cross-entropy run against BatchLoader and
-  ``Trainer.train_step`` with bf16 autocast;
+  fp32 step of its plain model (``TutorialModel``) with a full-softmax
+  cross-entropy and Adam run against BatchLoader and ``Trainer.train_step``
+  (bf16 autocast unless ``--amp false``, compiled unless ``--compile false``);
 - evaluation: the same untrained, seeded weights rank the full catalog; the
   tutorial's way ranks its held-out windows in DataLoader batches and blocks each
-  row's seen items in a Python loop over the rows, fastrec's ``Evaluator`` ranks
-  its validation rows (rows/s);
+  row's seen items in a Python loop over the rows, fastrec's ``Evaluator``
+  (compiled like the step) ranks its validation rows (rows/s);
 - evaluation_row_calls: the tutorial's loop with one model call per row, on
   ``--row-call-rows`` rows, for reference (no target).
 
@@ -46,6 +48,7 @@ import torch
 from bench.tutorial_way import (
     EvalDataset,
     TutorialDataset,
+    TutorialModel,
     TutorialSamples,
     evaluate_tutorial,
     make_loader,
@@ -70,7 +73,7 @@ TRAIN_CHUNKS = 10
 
 
 def load_compare_config(
-    config_path: str | None, data_dir: str, compile_mode: str
+    config_path: str | None, data_dir: str, compile_mode: str, amp: str = "true"
 ) -> Config:
     """Load the run config on ``data_dir`` for the CPU and check it is the tutorial's.
 
@@ -82,7 +85,7 @@ def load_compare_config(
         [
             "data.download=false",
             "train.device=cpu",
-            "train.amp=true",
+            f"train.amp={amp}",
             f"train.compile={compile_mode}",
         ],
     )
@@ -200,8 +203,7 @@ def compare_training(
     change in the load of a shared machine affects both about equally.
     """
     batch_size = config.train.batch_size
-    torch.manual_seed(config.train.seed)
-    model = build_model(config, prepared)
+    model = tutorial_model(config, prepared)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.train.lr, betas=config.train.betas
     )
@@ -254,6 +256,15 @@ def compare_training(
     }
 
 
+def tutorial_model(config: Config, prepared: PreparedData) -> TutorialModel:
+    """Return the tutorial's plain model with the seeded weights fastrec starts from."""
+    torch.manual_seed(config.train.seed)
+    fastrec_model = build_model(config, prepared)
+    model = TutorialModel(fastrec_model.config)
+    model.load_state_dict(fastrec_model.state_dict())
+    return model
+
+
 def tutorial_eval_inputs(
     holdout: TutorialSamples, rows: int
 ) -> tuple[EvalDataset, list[torch.Tensor]]:
@@ -288,22 +299,26 @@ def compare_evaluation(
     batch_size = config.eval.batch_size
     top = max(ks)
 
-    amp = torch.bfloat16 if config.train.amp else None
-    warmup_config = dataclasses.replace(config.eval, max_users=batch_size)
-    warmup = Evaluator(prepared, warmup_config, torch.device("cpu"), amp)
-    warmup.evaluate_model(model, "valid")
-    evaluator = Evaluator(prepared, config.eval, torch.device("cpu"), amp)
-    log.info("fastrec: ranking %d validation rows", len(evaluator.rows("valid")))
+    compiled = config.train.compile == "true"
+    evaluator = Evaluator(
+        prepared, config.eval, torch.device("cpu"), compile_model=compiled
+    )
+    log.info(
+        "fastrec: ranking %d validation rows twice, timing the second pass",
+        len(evaluator.rows("valid")),
+    )
+    evaluator.evaluate_model(model, "valid")
     started = time.perf_counter()
     result = evaluator.evaluate_model(model, "valid")
     fastrec_rate = result["users"] / (time.perf_counter() - started)
 
+    plain = tutorial_model(config, prepared).eval()
     rows = len(holdout) if max_rows <= 0 else min(max_rows, len(holdout))
     dataset, seen = tutorial_eval_inputs(holdout, rows)
     warmup_rows, warmup_seen = tutorial_eval_inputs(holdout, min(rows, batch_size))
-    evaluate_tutorial(model, warmup_rows, warmup_seen, ks, batch_size)
+    evaluate_tutorial(plain, warmup_rows, warmup_seen, ks, batch_size)
     log.info("tutorial: ranking %d held-out rows in batches of %d", rows, batch_size)
-    tutorial = evaluate_tutorial(model, dataset, seen, ks, batch_size)
+    tutorial = evaluate_tutorial(plain, dataset, seen, ks, batch_size)
     stages = {
         "evaluation": {
             "unit": "rows/s",
@@ -315,14 +330,14 @@ def compare_evaluation(
             f"tutorial_HR@{top}": tutorial.hit_rate(top),
             f"fastrec_HR@{top}": result.get(f"HR@{top}"),
             "batch_size": batch_size,
-            "fastrec_amp": str(amp),
+            "fastrec_compiled": compiled,
         }
     }
     if row_call_rows > 0:
         rows = min(row_call_rows, len(holdout))
         dataset, seen = tutorial_eval_inputs(holdout, rows)
         log.info("tutorial: ranking %d held-out rows one model call per row", rows)
-        per_row = evaluate_tutorial(model, dataset, seen, ks, batch_size=1)
+        per_row = evaluate_tutorial(plain, dataset, seen, ks, batch_size=1)
         stages["evaluation_row_calls"] = {
             "unit": "rows/s",
             "tutorial": per_row.rows_per_s,
@@ -413,9 +428,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compile",
         choices=("auto", "true", "false"),
-        default="false",
-        help="torch.compile fastrec's step (default false: on a 2-core CPU the "
-        "compiled bf16 step measured no faster than eager, see bench/RESULTS.md)",
+        default="true",
+        help="torch.compile fastrec's step and evaluation (default true; the "
+        "compilation runs in the untimed warm-up)",
+    )
+    parser.add_argument(
+        "--amp",
+        choices=("true", "false"),
+        default="true",
+        help="bf16 autocast in fastrec's step (default true, as train.amp; the "
+        "Evaluator runs fp32 on the CPU either way)",
     )
     parser.add_argument(
         "--threads",
@@ -444,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    config = load_compare_config(args.config, args.data_dir, args.compile)
+    config = load_compare_config(args.config, args.data_dir, args.compile, args.amp)
     with tempfile.TemporaryDirectory(prefix="fastrec-compare-") as scratch:
         folder = Path(scratch)
         prep, prepared, train, holdout = compare_preparation(config, folder)

@@ -42,9 +42,13 @@ DOT_OVERRIDES = ("data.max_len=50", "data.stride=50")
 SPEEDUP_PAIRS = {
     "data preparation rows/s": ("store_build_rows", "tutorial_prepare_rows"),
     "loader samples/s": ("batch_loader", "torch_dataloader"),
-    "train step samples/s, bf16 over the tutorial's step": (
-        "train_tutorial_eager_bf16",
+    "train step samples/s, compiled fp32 over the tutorial's step": (
+        "train_tutorial_compiled_fp32",
         "train_tutorial_way",
+    ),
+    "train step, tutorial model, compiled over eager (fp32)": (
+        "train_tutorial_compiled_fp32",
+        "train_tutorial_eager_fp32",
     ),
     "train step, tutorial model, bf16 over fp32": (
         "train_tutorial_eager_bf16",
@@ -63,6 +67,10 @@ SPEEDUP_PAIRS = {
         "train_dot_eager_bf16",
     ),
     "eval users/s, tutorial model": ("evaluator_tutorial", "tutorial_eval_tutorial"),
+    "eval users/s, tutorial model, compiled": (
+        "evaluator_tutorial_compiled",
+        "tutorial_eval_tutorial",
+    ),
     "eval users/s, dot-head loo model": ("evaluator_dot", "tutorial_eval_dot"),
 }
 _THROUGHPUT_KEY = pytest.StashKey[dict[str, float]]()

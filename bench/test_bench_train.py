@@ -6,9 +6,10 @@ loading is not part of the time. The first step runs before the timed rounds:
 under torch.compile it includes compilation, which extra_info reports as
 ``compile_seconds``. Throughput is ``per_second`` (samples/s) in extra_info.
 
-The tutorial-way case times the tutorial's eager fp32 step (full-softmax
-cross-entropy on the [B, V] logits, Adam, ``loss.item()`` every step) on batches
-of its per-sample DataLoader, also gathered beforehand.
+The tutorial-way case times the tutorial's eager fp32 step of its plain model
+(``TutorialModel``: full-softmax cross-entropy on the [B, V] logits, Adam,
+``loss.item()`` every step) on batches of its per-sample DataLoader, also gathered
+beforehand.
 
 Cases: configs/tutorial.yaml's model (interaction head, T=5, batch 512) in all four
 combinations, and the default config's dot-head model on the leave-one-out split
@@ -27,7 +28,12 @@ import pytest
 import torch
 
 from bench.conftest import Record
-from bench.tutorial_way import StoreWindowDataset, make_loader, tutorial_step_function
+from bench.tutorial_way import (
+    StoreWindowDataset,
+    TutorialModel,
+    make_loader,
+    tutorial_step_function,
+)
 from fastrec.config import Config
 from fastrec.data.prepare import PreparedData
 from fastrec.distributed import DistInfo
@@ -157,7 +163,7 @@ def test_tutorial_step(
     """Time the tutorial's eager fp32 step with its full-softmax cross-entropy."""
     steps, rounds = TIMING[("tutorial", "cpu")]
     torch.manual_seed(0)
-    model = build_model(tutorial_config, windows_prepared)
+    model = TutorialModel(build_model(tutorial_config, windows_prepared).config)
     train = tutorial_config.train
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, betas=train.betas)
     step = tutorial_step_function(model, optimizer)

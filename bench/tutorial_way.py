@@ -8,6 +8,11 @@ default collation, and an eager fp32 model trains with a plain full-softmax
 cross-entropy. Evaluation scores a batch, blocks each row's seen items in a Python
 loop over the rows, then takes ``torch.topk``.
 
+The model is written the plain GPT-2 way (``TutorialModel``): a joint query, key
+and value projection, the scores q @ k^T masked by a lower-triangular buffer and
+softmaxed, ``nn.Dropout`` and ``nn.GELU``, then the interaction MLP. Its parameter
+names are fastrec's, so ``load_state_dict`` moves weights between the two.
+
 The ids match fastrec's, so the same model weights run on both pipelines: users
 are 0..U-1 in order of their raw ids, the rated movies 1..n in order of theirs (0 is
 padding), the start token is n + 1 and the end token n + 2. The tutorial numbers
@@ -19,6 +24,7 @@ Shapes: N samples, T window length (5), B batch, V item rows, K top-k.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,10 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from fastrec.data.store import PartView
-from fastrec.model import SequentialRecommender
+from fastrec.model import ModelConfig
 
 WINDOW = 5
 # Ratings that the tutorial gives its start and end tokens.
@@ -216,8 +223,99 @@ def make_loader(
     )
 
 
+class TutorialAttention(nn.Module):
+    """Causal multi-head self-attention with explicit scores and a triangular mask."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.attn_dropout = nn.Dropout(config.attention_dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        causal = torch.tril(
+            torch.ones(config.max_len, config.max_len, dtype=torch.bool)
+        )
+        self.register_buffer("causal", causal, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Attend over x [B, T, D] and return [B, T, D]."""
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)  # 3 x [B, T, D]
+        q = q.view(B, T, self.n_heads, -1).transpose(1, 2)  # [B, H, T, E]
+        k = k.view(B, T, self.n_heads, -1).transpose(1, 2)  # [B, H, T, E]
+        v = v.view(B, T, self.n_heads, -1).transpose(1, 2)  # [B, H, T, E]
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, H, T, T]
+        scores = scores.masked_fill(~self.causal[:T, :T], float("-inf"))
+        weights = self.attn_dropout(F.softmax(scores, dim=-1))
+        y = (weights @ v).transpose(1, 2).reshape(B, T, D)  # [B, T, D]
+        return self.resid_dropout(self.proj(y))
+
+
+class TutorialBlock(nn.Module):
+    """Pre-LayerNorm block: attention, then a GELU MLP, each on the residual."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.d_model)
+        self.attn = TutorialAttention(config)
+        self.ln_mlp = nn.LayerNorm(config.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.d_model, config.d_ff),
+            nn.GELU(),
+            nn.Linear(config.d_ff, config.d_model),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block to x [B, T, D]."""
+        x = x + self.attn(self.ln_attn(x))
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class TutorialModel(nn.Module):
+    """The tutorial's transformer over full windows of T items, with the user
+    embedding joined at every position and the interaction MLP on top.
+
+    Built from a fastrec ModelConfig with the interaction head; the parameter
+    names follow fastrec.model.SequentialRecommender.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.head != "interaction":
+            raise ValueError("the tutorial's model has the interaction head only")
+        D, T = config.d_model, config.max_len
+        self.item_embedding = nn.Embedding(config.vocab_size, D)
+        self.position_embedding = nn.Embedding(T, D)
+        self.user_embedding = nn.Embedding(config.n_users, D)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            TutorialBlock(config) for _ in range(config.n_layers)
+        )
+        self.ln_final = nn.LayerNorm(D)
+        self.interaction = nn.Sequential(
+            nn.Linear(2 * T * D, config.interaction_hidden),
+            nn.ReLU(),
+            nn.Linear(config.interaction_hidden, config.vocab_size, bias=False),
+        )
+        self.register_buffer("positions", torch.arange(T), persistent=False)
+
+    def forward(self, items: Tensor, users: Tensor) -> Tensor:
+        """Return the logits [B, V] of the item after each window items [B, T]."""
+        B, T = items.shape
+        x = self.item_embedding(items) + self.position_embedding(self.positions[:T])
+        x = self.embedding_dropout(x)  # [B, T, D]
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln_final(x)  # [B, T, D]
+        user = self.user_embedding(users)[:, None, :].expand(B, T, -1)  # [B, T, D]
+        joined = torch.cat([x, user], dim=2).reshape(B, -1)  # [B, 2TD]
+        return self.interaction(joined)
+
+
 def tutorial_step_function(
-    model: SequentialRecommender, optimizer: torch.optim.Optimizer
+    model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> Callable[[dict[str, torch.Tensor]], float]:
     """Return the tutorial's eager fp32 step: full-softmax cross-entropy, then Adam.
 
@@ -278,7 +376,7 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate_tutorial(
-    model: SequentialRecommender,
+    score: Callable[[Tensor, Tensor], Tensor],
     dataset: EvalDataset,
     seen: Sequence[torch.Tensor],
     ks: Sequence[int],
@@ -286,18 +384,18 @@ def evaluate_tutorial(
 ) -> EvalResult:
     """Rank the catalog in batches, blocking each row's seen items in a row loop.
 
-    The model runs eagerly in fp32 on batches of a ``DataLoader``. ``seen[i]``
-    contains the item ids that dataset row i must not return (the tutorial blocks
-    the input window). Every cut-off of ``ks`` comes from one ranking pass.
+    ``score(items, users)`` returns the [B, V] scores of a batch, for example a
+    ``TutorialModel`` in eval mode, run eagerly in fp32 on batches of a
+    ``DataLoader``. ``seen[i]`` contains the item ids that dataset row i must not
+    return (the tutorial blocks the input window). Every cut-off of ``ks`` comes
+    from one ranking pass.
     """
-    was_training = model.training
-    model.eval()
     hits = {k: 0 for k in ks}
     top_k = max(ks)
     loader = make_loader(dataset, batch_size, shuffle=False)
     started = time.perf_counter()
     for batch in loader:
-        scores = model.score_next(batch["items"], batch["user"])  # [B, V]
+        scores = score(batch["items"], batch["user"])  # [B, V]
         for position, row in enumerate(batch["row"].tolist()):
             scores[position, seen[row]] = float("-inf")
         top = torch.topk(scores, top_k, dim=1).indices  # [B, K]
@@ -305,7 +403,6 @@ def evaluate_tutorial(
         for k in ks:
             hits[k] += int(found[:, :k].any(dim=1).sum())
     seconds = time.perf_counter() - started
-    model.train(was_training)
     return EvalResult(rows=len(dataset), seconds=seconds, hits=hits)
 
 

@@ -102,7 +102,9 @@ class Evaluator:
         self.prepared = prepared
         self.config = config
         self.device = device
-        self.amp_dtype = amp_dtype
+        # On the CPU, bf16 autocast made evaluation about 2x slower: its scores tie
+        # often, which sends rows to the exact sort path of the top-K selection.
+        self.amp_dtype = amp_dtype if device.type == "cuda" else None
         self.dist = dist or distributed.DistInfo()
         self.prefetch = prefetch
         self.compile_model = compile_model

@@ -53,15 +53,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
             stop = min(start + step, n)
             x = features[start:stop].to(compute_dtype)  # [c, D]
             logits = (x @ w.T).float()  # [c, V]
-            lse = torch.logsumexp(logits, dim=1)  # [c]
             t = targets[start:stop]
             picked = logits.gather(1, t[:, None]).squeeze(1)  # [c]
-            loss += ((lse - picked) * scale[start:stop]).sum()
+            # One exp pass gives both the log-sum-exp and the softmax.
+            peak = logits.amax(dim=1, keepdim=True)  # [c, 1]
+            exp = logits.sub_(peak).exp_()  # [c, V], reusing the logit buffer
+            total_exp = exp.sum(dim=1, keepdim=True)  # [c, 1]
+            lse = peak + total_exp.log()  # [c, 1]
+            row_scale = scale[start:stop, None]  # [c, 1]
+            loss += ((lse[:, 0] - picked) * row_scale[:, 0]).sum()
 
-            # d loss / d logits = (softmax - onehot) * scale, reusing the logit buffer.
-            grad = logits.sub_(lse[:, None]).exp_()  # [c, V]
-            grad.scatter_add_(1, t[:, None], torch.full_like(picked[:, None], -1.0))
-            grad.mul_(scale[start:stop, None])
+            # d loss / d logits = (softmax - onehot) * scale.
+            grad = exp.mul_(row_scale / total_exp)  # [c, V]
+            grad.scatter_add_(1, t[:, None], -row_scale)
             grad = grad.to(compute_dtype)
             grad_features[start:stop] = (grad @ w).float()  # [c, D]
             grad_weight += (grad.T @ x).float()  # [V, D]

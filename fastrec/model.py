@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastrec.errors import ConfigError
+from fastrec.layers import Dropout, attention
 
 HEADS = ("dot", "interaction")
 
@@ -69,8 +70,9 @@ class ModelConfig:
     """Dropout probability after the embeddings and on each residual."""
 
     attention_dropout: float = 0.1
-    """Dropout probability on the attention weights. 0 lets the CPU run the fused
-    attention kernel instead of the math path, which dominates a step otherwise."""
+    """Dropout probability on the attention weights. On the CPU, windows longer than
+    fastrec.layers.SHORT_WINDOW need 0 to run the fused attention kernel; above 0
+    they take the math path, which dominates a step."""
 
     head: str = "interaction"
     """Output head: "dot" (tied item embedding, logits at every position) or
@@ -222,7 +224,8 @@ def causal_padding_mask(items: Tensor) -> Tensor:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention through scaled_dot_product_attention."""
+    """Multi-head self-attention through fastrec.layers.attention (fused SDPA, or an
+    explicit short-window path on the CPU)."""
 
     def __init__(self, config: ModelConfig) -> None:
         """Create the joint query/key/value projection and the output projection."""
@@ -231,7 +234,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.attention_dropout
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """Attend over x [B, T, D] under the boolean mask [B, 1, T, T]."""
@@ -244,8 +247,8 @@ class CausalSelfAttention(nn.Module):
 
         # NOTE: an explicit mask rules out the flash backend on CUDA, so SDPA picks
         # the memory-efficient or the math kernel.
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        y = attention(
+            q, k, v, mask, dropout_p=self.dropout if self.training else 0.0
         )  # [B, H, T, D/H]
         y = y.transpose(1, 2).reshape(B, T, D)  # [B, T, D]
         return self.resid_dropout(self.proj(y))
@@ -264,7 +267,7 @@ class Block(nn.Module):
             nn.Linear(config.d_model, config.d_ff),
             nn.GELU(),
             nn.Linear(config.d_ff, config.d_model),
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
         )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -306,7 +309,7 @@ class SequentialRecommender(nn.Module):
         # parameters without gradients, which DDP rejects.
         uses_users = config.head == "interaction" or config.use_user
         self.user_embedding = nn.Embedding(config.n_users, D) if uses_users else None
-        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_final = nn.LayerNorm(D)
 

@@ -15,8 +15,39 @@ from __future__ import annotations
 
 import torch
 
-from .keys import decode_keys, encode_keys
-from .reference import ineligible_mask, masked_topk_reference
+from .keys import encode_keys
+from .reference import masked_topk_reference
+
+
+def blocked_scores(
+    scores: torch.Tensor, seen: torch.Tensor, exclude: torch.Tensor | None
+) -> torch.Tensor:
+    """Return fp32 scores [B, V] with NaN, seen and excluded items set to -inf.
+
+    One pass copies the scores (NaN to -inf) into a [B, V + 1] buffer, whose spare
+    last column takes the ids outside [0, V); seen and excluded ids are then
+    scattered in, without a dense [B, V] mask.
+    """
+    batch, num_items = scores.shape
+    buffer = torch.empty(
+        batch, num_items + 1, dtype=torch.float32, device=scores.device
+    )
+    masked = buffer[:, :num_items]
+    torch.nan_to_num(
+        scores.to(torch.float32),
+        nan=-torch.inf,
+        posinf=torch.inf,
+        neginf=-torch.inf,
+        out=masked,
+    )
+    ids = seen.to(torch.int64)
+    ids = torch.where((ids >= 0) & (ids < num_items), ids, num_items)
+    buffer.scatter_(1, ids, -torch.inf)
+    if exclude is not None:
+        excluded = exclude.to(device=scores.device, dtype=torch.int64)
+        excluded = excluded[(excluded >= 0) & (excluded < num_items)]
+        masked.index_fill_(1, excluded, -torch.inf)
+    return masked
 
 
 def masked_topk_torch(
@@ -34,10 +65,7 @@ def masked_topk_torch(
     num_picks = min(k, num_items)
     if batch == 0 or num_items == 0:
         return masked_topk_reference(scores, seen, k, exclude)
-    values = scores.to(torch.float32)
-    values = torch.where(torch.isnan(values), float("-inf"), values)
-    masked = values.masked_fill(ineligible_mask(seen, exclude, num_items), -torch.inf)
-
+    masked = blocked_scores(scores, seen, exclude)  # [B, V]
     top_values, top_ids = torch.topk(masked, num_picks, dim=1)  # [B, num_picks]
     threshold = top_values[:, -1:]  # [B, 1]
     unique = (masked >= threshold).sum(dim=1) == num_picks  # [B]

@@ -13,9 +13,12 @@ from fastrec.data.loader import EVAL_COLUMNS, BatchLoader
 from fastrec.data.movielens import load_movielens
 from fastrec.data.prepare import prepare
 from fastrec.data.sequences import (
+    TABLE_MAX_ID,
     add_start_end_tokens,
     build_user_sequences,
     build_vocabulary,
+    dense_positions,
+    distinct_ids,
     split_leave_one_out,
     split_windows,
 )
@@ -139,6 +142,41 @@ def test_windows_count_is_n_minus_three(synthetic: Path):
     tokens = add_start_end_tokens(seqs, vocab)
     split = split_windows(tokens, 5, 1, 5, 0.1, seed=0)
     assert len(split.user) == int((seqs.lengths - 3).sum())
+
+
+@pytest.mark.parametrize("high", [50, TABLE_MAX_ID, 2**31 - 1])
+def test_distinct_ids_and_positions_match_sorting(high: int):
+    rng = np.random.default_rng(high % 1000)
+    ids = rng.integers(0, high, size=5000, endpoint=True).astype(np.int32)
+    ids[:2] = (0, high)
+    distinct = distinct_ids(ids)
+    np.testing.assert_array_equal(distinct, np.unique(ids))
+    assert distinct.dtype == ids.dtype
+    positions = dense_positions(distinct, ids)
+    np.testing.assert_array_equal(positions, np.searchsorted(np.unique(ids), ids))
+    assert positions.dtype == np.int64
+
+
+def test_distinct_ids_of_nothing():
+    assert len(distinct_ids(np.zeros(0, dtype=np.int32))) == 0
+
+
+def test_windows_parts_follow_the_seeded_permutation(synthetic: Path):
+    _, vocab, seqs = sequences_of(synthetic, n_special=2)
+    tokens = add_start_end_tokens(seqs, vocab)
+    split = split_windows(tokens, 5, 1, 5, 0.1, seed=7)
+    n = len(split.part)
+    order = np.random.default_rng(7).permutation(n)
+    n_holdout = int(round(0.1 * n))
+    n_valid = n_holdout // 2
+    # Rows are grouped by part, each part in window order.
+    expected = [order[n_holdout:], order[:n_valid], order[n_valid:n_holdout]]
+    reference = split_windows(tokens, 5, 1, 5, 0.0, seed=7)
+    for part, rows in enumerate(expected):
+        got = split.target_time[split.part == part]
+        np.testing.assert_array_equal(got, reference.target_time[np.sort(rows)])
+        got_users = split.user[split.part == part]
+        np.testing.assert_array_equal(got_users, reference.user[np.sort(rows)])
 
 
 def test_windows_have_start_and_end(tiny: Path):

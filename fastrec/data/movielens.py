@@ -705,7 +705,9 @@ def _check_known_ids(
     table_path: Path,
 ) -> None:
     """Raise DataError at the first rating whose id is not in ``known``."""
-    missing = np.flatnonzero(~np.isin(used, known))
+    # A table lookup for small id ranges; a sort of both arrays otherwise.
+    small = len(known) > 0 and int(known.max()) - int(known.min()) <= 1 << 24
+    missing = np.flatnonzero(~np.isin(used, known, kind="table" if small else None))
     if len(missing) == 0:
         return
     index = int(missing[0])
