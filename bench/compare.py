@@ -452,6 +452,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--train-steps {args.train_steps} is invalid: use 1 or more")
     if args.warmup_steps < 0:
         parser.error(f"--warmup-steps {args.warmup_steps} is invalid: use 0 or more")
+    if args.threads < 0:
+        parser.error(f"--threads {args.threads} is invalid: use 0 or more")
     return args
 
 

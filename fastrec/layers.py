@@ -29,26 +29,32 @@ from torch import Tensor, nn
 # Random bits per dropout word, and the word scale.
 WORD_BITS = 15
 WORD_RANGE = 1 << WORD_BITS
-# Longest window that takes the explicit attention path on the CPU.
+# Maximum window length that takes the explicit attention path on the CPU.
 SHORT_WINDOW = 16
 
 
-@torch.library.custom_op("fastrec::random_words", mutates_args=())
-def random_words(n: int) -> Tensor:
-    """Return n uniform random integers in [0, 2**15) as int16 [N].
+@torch.library.custom_op(
+    "fastrec::random_words",
+    mutates_args=(),
+    tags=(torch.Tag.nondeterministic_seeded,),
+)
+def random_words(like: Tensor) -> Tensor:
+    """Return uniform random integers in [0, 2**15) as int16 of the shape of ``like``.
 
-    The words come from the default CPU generator (seeded by ``torch.manual_seed``),
-    four per 64-bit draw. As a custom operator it stays one opaque call under
-    torch.compile, which would otherwise generate every element with its own
-    Philox rounds.
+    Only the shape of ``like`` is read. The words come from the default CPU
+    generator (seeded by ``torch.manual_seed``), four per 64-bit draw. As a custom
+    operator it stays one opaque call under torch.compile, which would otherwise
+    generate every element with its own Philox rounds.
     """
+    n = like.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
-    return draws.view(torch.int16)[:n] & (WORD_RANGE - 1)
+    words = draws.view(torch.int16)[:n] & (WORD_RANGE - 1)
+    return words.view(like.shape)
 
 
 @random_words.register_fake
-def _random_words_fake(n: int) -> Tensor:
-    return torch.empty(n, dtype=torch.int16)
+def _random_words_fake(like: Tensor) -> Tensor:
+    return torch.empty(like.shape, dtype=torch.int16)
 
 
 def keep_threshold(p: float) -> int:
@@ -60,8 +66,11 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """Zero elements of x with probability p and scale the rest (see module doc).
 
     On CUDA this is ``F.dropout``. On the CPU the drop probability is p rounded to
-    a multiple of 2**-15; a p that rounds to 1 drops everything.
+    a multiple of 2**-15, and a p that rounds to 1 drops everything. Raises
+    ValueError for p outside [0, 1].
     """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability {p} is invalid: expected 0 <= p <= 1")
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu":
@@ -70,7 +79,11 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     if threshold >= WORD_RANGE:
         return x * 0.0
     scale = WORD_RANGE / (WORD_RANGE - threshold)
-    words = random_words(x.numel()).view(x.shape)
+    # NOTE: the tensor itself is the operator's input, so that torch.compile's
+    # common-subexpression pass cannot merge the draws of two dropouts of the same
+    # shape (it skips only built-in random ops). Two dropouts of the very same
+    # tensor in one compiled graph would still share their mask.
+    words = random_words(x.detach())
     return x * torch.where(words >= threshold, scale, 0.0).to(x.dtype)
 
 
@@ -94,7 +107,8 @@ def attention(
     """Attend q, k, v [B, H, T, E] under the boolean mask [B, 1, T, T] (True attends).
 
     ``dropout_p`` drops attention weights (pass 0 outside training). Every query
-    must attend to at least one key. Returns [B, H, T, E].
+    must attend to at least one key: without one, the explicit CPU path returns NaN
+    where scaled_dot_product_attention returns 0. Returns [B, H, T, E].
     """
     T = q.shape[2]
     if q.device.type != "cpu" or T > SHORT_WINDOW:

@@ -29,17 +29,17 @@ def blocked_scores(
     scattered in, without a dense [B, V] mask.
     """
     batch, num_items = scores.shape
-    buffer = torch.empty(
-        batch, num_items + 1, dtype=torch.float32, device=scores.device
-    )
+    values = scores.to(torch.float32)
+    if torch.is_grad_enabled() and scores.requires_grad:
+        # out= does not record gradients, so this path copies once more.
+        spare = values.new_full((batch, 1), -torch.inf)
+        buffer = torch.cat([_finite_or_inf(values), spare], dim=1)
+    else:
+        buffer = torch.empty(
+            batch, num_items + 1, dtype=torch.float32, device=scores.device
+        )
+        _finite_or_inf(values, out=buffer[:, :num_items])
     masked = buffer[:, :num_items]
-    torch.nan_to_num(
-        scores.to(torch.float32),
-        nan=-torch.inf,
-        posinf=torch.inf,
-        neginf=-torch.inf,
-        out=masked,
-    )
     ids = seen.to(torch.int64)
     ids = torch.where((ids >= 0) & (ids < num_items), ids, num_items)
     buffer.scatter_(1, ids, -torch.inf)
@@ -48,6 +48,13 @@ def blocked_scores(
         excluded = excluded[(excluded >= 0) & (excluded < num_items)]
         masked.index_fill_(1, excluded, -torch.inf)
     return masked
+
+
+def _finite_or_inf(values: torch.Tensor, out: torch.Tensor | None = None):
+    """Replace NaN with -inf and keep the infinities (nan_to_num would clip them)."""
+    return torch.nan_to_num(
+        values, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf, out=out
+    )
 
 
 def masked_topk_torch(

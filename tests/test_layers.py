@@ -20,7 +20,7 @@ from fastrec.model import causal_padding_mask
 
 def test_random_words_range_and_spread():
     torch.manual_seed(0)
-    words = random_words(400_003)
+    words = random_words(torch.empty(400_003))
     assert words.dtype == torch.int16 and words.shape == (400_003,)
     assert int(words.min()) >= 0 and int(words.max()) < WORD_RANGE
     # Each of 16 equal bins of [0, 2**15) holds 1/16 of the words, within 2%.
@@ -33,10 +33,12 @@ def test_random_words_range_and_spread():
 
 def test_random_words_follow_the_seed():
     torch.manual_seed(3)
-    first = random_words(1000)
+    like = torch.empty(10, 100)
+    first = random_words(like)
     torch.manual_seed(3)
-    again = random_words(1000)
-    other = random_words(1000)
+    again = random_words(like)
+    other = random_words(like)
+    assert first.shape == (10, 100)
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
 
@@ -53,6 +55,16 @@ def test_dropout_rate_and_scale(p: float):
     assert abs(1.0 - float(kept.float().mean()) - threshold / WORD_RANGE) < 0.005
     # The expectation of each element is unchanged.
     assert abs(float(y.mean()) - 1.0) < 0.02
+
+
+def test_random_words_of_nothing():
+    assert random_words(torch.empty(0, 3)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
+def test_dropout_rejects_invalid_p(p: float):
+    with pytest.raises(ValueError, match="dropout probability"):
+        dropout(torch.ones(3), p, training=True)
 
 
 def test_dropout_off_returns_input():
@@ -92,6 +104,18 @@ def test_compiled_dropout_gradient_uses_the_forward_mask():
     scale = WORD_RANGE / (WORD_RANGE - keep_threshold(0.2))
     assert torch.equal(x.grad, (y != 0).float() * 2.0 * scale)
     assert 0.1 < float((y == 0).float().mean()) < 0.3
+
+
+def test_compiled_dropouts_draw_their_own_masks():
+    """Two dropouts of equal shape in one training graph get different masks."""
+    torch.manual_seed(4)
+
+    def f(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return dropout(x * 2.0, 0.5, True), dropout(x * 3.0, 0.5, True)
+
+    x = torch.randn(64, 64, requires_grad=True)
+    first, second = torch.compile(f, backend="aot_eager")(x)
+    assert not torch.equal(first != 0, second != 0)
 
 
 def sdpa_reference(q, k, v, mask):

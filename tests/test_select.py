@@ -67,3 +67,15 @@ def test_torch_scores_path_matches_reference():
     expected = masked_topk_scores_reference(hidden, weights, seen, 25)
     actual = masked_topk_scores(hidden, weights, seen, 25, backend="torch")
     assert_topk_equal(actual, expected)
+
+
+def test_torch_path_scores_that_need_gradients():
+    generator = seeded_generator(5)
+    scores = random_scores(4, 50, generator).requires_grad_()
+    seen = random_seen(4, 50, 6, generator)
+    expected = masked_topk_reference(scores.detach(), seen, 7)
+    values, indices = masked_topk(scores, seen, 7, backend="torch")
+    assert_topk_equal((values.detach(), indices), expected)
+    # The picked values carry the gradient back to their scores.
+    values.sum().backward()
+    assert int(scores.grad.sum()) == 4 * 7
