@@ -9,13 +9,13 @@ the RNG states and the window store's metadata.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import DataError
+from .files import temporary_sibling
 from .model import ModelConfig, SequentialRecommender, strip_state_dict_prefixes
 
 FORMAT_VERSION = 1
@@ -25,7 +25,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_sibling(path)
     os.close(fd)
     try:
         torch.save(dict(state, format_version=FORMAT_VERSION), tmp)

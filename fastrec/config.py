@@ -174,6 +174,11 @@ class TrainConfig:
         for name in ("min_lr", "weight_decay", "grad_clip"):
             _require_real("train", name, getattr(self, name), 0.0)
         _require_real("train", "rating_weight", self.rating_weight, None)
+        if self.min_lr > self.lr:
+            raise ConfigError(
+                f"train.min_lr={self.min_lr} is above train.lr={self.lr}, so the "
+                "cosine decay would raise the learning rate; set min_lr <= lr"
+            )
         self._check_betas()
 
     def _check_betas(self) -> None:

@@ -28,8 +28,16 @@ class ConfigError(FastrecError):
     """An unknown config key or an invalid config value."""
 
 
+# Exit status of a process stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED_STATUS = 130
+
+
 def exit_on_user_error(main: F) -> F:
-    """Wrap a CLI entry point so that a FastrecError prints one line and exits 2."""
+    """Wrap a CLI entry point so that a FastrecError prints one line and exits 2.
+
+    Ctrl-C outside the training loop (which saves a checkpoint itself) prints one
+    line and exits 130 instead of a KeyboardInterrupt traceback.
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
@@ -38,5 +46,8 @@ def exit_on_user_error(main: F) -> F:
         except FastrecError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(INTERRUPTED_STATUS)
 
     return wrapper  # type: ignore[return-value]

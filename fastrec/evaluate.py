@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from .data.prepare import PreparedData
 from .data.sequences import build_user_sequences, item_genre_matrix
 from .devices import parse_device
 from .errors import FastrecError, exit_on_user_error
+from .files import temporary_sibling
 from .kernels import masked_topk, masked_topk_scores
 from .metrics import (
     BehaviourAccumulator,
@@ -373,7 +373,7 @@ def write_metrics(path: str | Path, results: dict[str, Any]) -> None:
     """Write ``results`` as JSON atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_sibling(path)
     try:
         with os.fdopen(fd, "w") as sink:
             json.dump(results, sink, indent=2)

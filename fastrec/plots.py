@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,13 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import temporary_sibling
+
 
 def _save(figure: Any, path: Path) -> None:
     """Save ``figure`` as a PNG through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".png")
+    fd, tmp = temporary_sibling(path, ".png")
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=110, bbox_inches="tight")

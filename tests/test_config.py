@@ -8,7 +8,8 @@ import pytest
 
 from fastrec import evaluate, train
 from fastrec.config import EvalConfig, TrainConfig, load_config
-from fastrec.errors import ConfigError
+from fastrec.errors import INTERRUPTED_STATUS, ConfigError, exit_on_user_error
+from fastrec.files import UMASK
 
 
 @pytest.mark.parametrize(
@@ -19,6 +20,7 @@ from fastrec.errors import ConfigError
         ("train.lr=.nan", "train.lr"),
         ("train.lr=.inf", "train.lr"),
         ("train.min_lr=-1e-5", "train.min_lr"),
+        ("train.min_lr=1e-2", "train.min_lr"),
         ("train.betas=[0.9]", "train.betas"),
         ("train.betas=[0.9, 1.0]", "train.betas"),
         ("train.betas=[-0.1, 0.9]", "train.betas"),
@@ -165,3 +167,20 @@ def test_write_metrics_removes_temp_on_failure(tmp_path: Path):
     with pytest.raises(TypeError):
         evaluate.write_metrics(target, {"bad": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_metrics_follow_the_umask(tmp_path: Path):
+    target = tmp_path / "metrics.json"
+    evaluate.write_metrics(target, {"HR@10": 0.5})
+    assert target.stat().st_mode & 0o777 == 0o666 & ~UMASK
+
+
+def test_ctrl_c_exits_130_without_traceback(capsys):
+    @exit_on_user_error
+    def interrupted_main() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as raised:
+        interrupted_main()
+    assert raised.value.code == INTERRUPTED_STATUS
+    assert capsys.readouterr().err == "interrupted\n"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import DataError
+from ..files import temporary_sibling
 from .sequences import PARTS, SplitArrays
 
 SCHEMA_VERSION = 1
@@ -81,7 +81,7 @@ def write_store(path: str | Path, split: SplitArrays, metadata: dict[str, Any]) 
     )
     table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)})
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    fd, tmp = temporary_sibling(path)
     try:
         with os.fdopen(fd, "wb") as sink:
             # No compression: a compressed buffer cannot be memory-mapped in place.
