@@ -4,7 +4,7 @@ Shape legend: B batch rows, V catalog items, K top-k.
 
 ``torch.topk`` finds the right set of values but breaks ties among equal scores in
 no documented order. A row's result is exact when its k-th value is finite and
-no item outside the picks equals it, because the top-k set is then unique. Such
+the (k + 1)-th is lower, because the top-k set is then unique. Such
 rows only need their k picks ordered by (score descending, item id ascending).
 The other rows (a tie across the cut, or fewer than k eligible items) go through
 the sort-based reference. With float scores they are rare, so the step costs one
@@ -73,10 +73,17 @@ def masked_topk_torch(
     if batch == 0 or num_items == 0:
         return masked_topk_reference(scores, seen, k, exclude)
     masked = blocked_scores(scores, seen, exclude)  # [B, V]
-    top_values, top_ids = torch.topk(masked, num_picks, dim=1)  # [B, num_picks]
-    threshold = top_values[:, -1:]  # [B, 1]
-    unique = (masked >= threshold).sum(dim=1) == num_picks  # [B]
-    exact = unique & (threshold[:, 0] > float("-inf"))  # [B]
+    # One pick more than needed shows whether the cut falls between two equal
+    # values: the top-k set is unique when the next value is strictly lower.
+    extra = min(num_picks + 1, num_items)
+    top_values, top_ids = torch.topk(masked, extra, dim=1)  # [B, extra]
+    threshold = top_values[:, num_picks - 1]  # [B]
+    if extra > num_picks:
+        unique = top_values[:, num_picks] < threshold  # [B]
+        top_values, top_ids = top_values[:, :num_picks], top_ids[:, :num_picks]
+    else:
+        unique = torch.ones_like(threshold, dtype=torch.bool)  # every item is picked
+    exact = unique & (threshold > float("-inf"))  # [B]
 
     # Order the picks of exact rows by (score descending, id ascending).
     order = encode_keys(top_values, top_ids).argsort(dim=1, descending=True)
