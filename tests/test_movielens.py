@@ -158,6 +158,17 @@ def test_ratings_empty_file(tmp_path: Path, content: bytes):
     assert f"{path} is empty" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["ratings.dat", "movies.dat", "users.dat"])
+def test_byte_order_mark_is_named(tiny_ml1m: Path, name: str):
+    path = tiny_ml1m / name
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    with pytest.raises(DataError) as error:
+        load_movielens(tiny_ml1m)
+    message = str(error.value)
+    assert str(path) in message
+    assert "byte-order mark" in message
+
+
 def test_ratings_missing_file(tmp_path: Path):
     path = tmp_path / "ml-1m" / "ratings.dat"
     with pytest.raises(DataError) as error:

@@ -209,9 +209,18 @@ def _fix_hint(path: Path) -> str:
     return f"Fetch a fresh copy with `{DOWNLOAD_HINT} --dest {path.parent}`"
 
 
+# Editors that save "UTF-8 with BOM" put these bytes first. MovieLens files have none.
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _read_bytes(path: Path) -> bytes:
+    """Return the file's bytes.
+
+    Raises DataError when the file is missing, is a folder, cannot be read or
+    starts with a UTF-8 byte-order mark.
+    """
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(
             f"MovieLens file not found: {path}. {_fix_hint(path)}"
@@ -222,6 +231,12 @@ def _read_bytes(path: Path) -> bytes:
         ) from None
     except OSError as error:
         raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+    if data.startswith(_UTF8_BOM):
+        raise DataError(
+            f"{path} starts with a UTF-8 byte-order mark (bytes EF BB BF), which "
+            f"MovieLens files do not have: save the file without it. {_fix_hint(path)}"
+        )
+    return data
 
 
 def _shorten(text: str, limit: int = _MAX_SHOWN_CHARS) -> str:
@@ -705,7 +720,7 @@ def _check_known_ids(
     table_path: Path,
 ) -> None:
     """Raise DataError at the first rating whose id is not in ``known``."""
-    # A table lookup for small id ranges; a sort of both arrays otherwise.
+    # A table lookup for small id ranges, and a sort of both arrays otherwise.
     small = len(known) > 0 and int(known.max()) - int(known.min()) <= 1 << 24
     missing = np.flatnonzero(~np.isin(used, known, kind="table" if small else None))
     if len(missing) == 0:
