@@ -3,11 +3,14 @@
 A checkpoint is a dict of tensors and plain Python data only: the model's
 parameters (without ``_orig_mod.`` or ``module.`` prefixes), the model and run
 configs, optimizer, scheduler and grad-scaler states, the position in training,
-the RNG states and the window store's metadata.
+the RNG states and the window store's metadata. ``tensor_sha256`` is a digest of
+every tensor in it, checked on load, because the zip container that torch.save
+writes does not detect damaged tensor bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,33 @@ from .model import ModelConfig, SequentialRecommender, strip_state_dict_prefixes
 FORMAT_VERSION = 1
 
 
+DIGEST_KEY = "tensor_sha256"
+
+
+def tensor_digest(value: Any) -> str:
+    """Return the sha256 hex digest of every tensor in a nested dict/list value.
+
+    Each tensor adds its path in the value, dtype, shape and bytes, in sorted key
+    order, so two values with equal tensors give equal digests.
+    """
+    digest = hashlib.sha256()
+
+    def visit(item: Any, where: str) -> None:
+        if isinstance(item, torch.Tensor):
+            data = item.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}|{item.dtype}|{tuple(item.shape)}|".encode())
+            digest.update(data.view(torch.uint8).numpy().tobytes())
+        elif isinstance(item, dict):
+            for key in sorted(item, key=str):
+                visit(item[key], f"{where}/{key}")
+        elif isinstance(item, list | tuple):
+            for index, element in enumerate(item):
+                visit(element, f"{where}/{index}")
+
+    visit(value, "")
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
@@ -28,7 +58,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     fd, tmp = temporary_sibling(path)
     os.close(fd)
     try:
-        torch.save(dict(state, format_version=FORMAT_VERSION), tmp)
+        record = dict(state, format_version=FORMAT_VERSION)
+        record[DIGEST_KEY] = tensor_digest(state)
+        torch.save(record, tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -53,6 +85,15 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise DataError(
             f"{path} is not a fastrec checkpoint of format {FORMAT_VERSION}"
         )
+    # Checkpoints written before the digest existed load without the check.
+    expected = state.pop(DIGEST_KEY, None)
+    if expected is not None:
+        if tensor_digest(state) != expected:
+            raise DataError(
+                f"checkpoint {path} is damaged: its tensors do not match the digest "
+                "written with them; use the other of best.pt and last.pt or train "
+                "again"
+            )
     return state
 
 
