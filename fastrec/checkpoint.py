@@ -3,9 +3,9 @@
 A checkpoint is a dict of tensors and plain Python data only: the model's
 parameters (without ``_orig_mod.`` or ``module.`` prefixes), the model and run
 configs, optimizer, scheduler and grad-scaler states, the position in training,
-the RNG states and the window store's metadata. ``tensor_sha256`` is a digest of
-every tensor in it, checked on load, because the zip container that torch.save
-writes does not detect damaged tensor bytes.
+the RNG states and the window store's metadata. ``content_sha256`` is a digest of
+all of it, checked on load, because the zip container that torch.save writes does
+not detect damaged bytes.
 """
 
 from __future__ import annotations
@@ -21,31 +21,37 @@ from .errors import DataError
 from .files import temporary_sibling
 from .model import ModelConfig, SequentialRecommender, strip_state_dict_prefixes
 
-FORMAT_VERSION = 1
+# Format 2 added the content digest.
+FORMAT_VERSION = 2
 
 
-DIGEST_KEY = "tensor_sha256"
+DIGEST_KEY = "content_sha256"
 
 
-def tensor_digest(value: Any) -> str:
-    """Return the sha256 hex digest of every tensor in a nested dict/list value.
+def content_digest(value: Any) -> str:
+    """Return the sha256 hex digest of a nested dict/list value and its tensors.
 
-    Each tensor adds its path in the value, dtype, shape and bytes, in sorted key
-    order, so two values with equal tensors give equal digests.
+    Every leaf adds its path in the value and its type. A tensor adds its dtype,
+    shape and bytes, any other leaf its repr, and dict keys go in sorted order, so
+    two values with equal contents give equal digests.
     """
     digest = hashlib.sha256()
 
     def visit(item: Any, where: str) -> None:
         if isinstance(item, torch.Tensor):
             data = item.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{where}|{item.dtype}|{tuple(item.shape)}|".encode())
+            digest.update(f"{where}|tensor|{item.dtype}|{tuple(item.shape)}|".encode())
             digest.update(data.view(torch.uint8).numpy().tobytes())
         elif isinstance(item, dict):
-            for key in sorted(item, key=str):
-                visit(item[key], f"{where}/{key}")
+            digest.update(f"{where}|dict|{len(item)}|".encode())
+            for key in sorted(item, key=repr):
+                visit(item[key], f"{where}/{key!r}")
         elif isinstance(item, list | tuple):
+            digest.update(f"{where}|{type(item).__name__}|{len(item)}|".encode())
             for index, element in enumerate(item):
-                visit(element, f"{where}/{index}")
+                visit(element, f"{where}[{index}]")
+        else:
+            digest.update(f"{where}|{type(item).__name__}|{item!r}|".encode())
 
     visit(value, "")
     return digest.hexdigest()
@@ -59,7 +65,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     os.close(fd)
     try:
         record = dict(state, format_version=FORMAT_VERSION)
-        record[DIGEST_KEY] = tensor_digest(state)
+        record[DIGEST_KEY] = content_digest(record)
         torch.save(record, tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -81,19 +87,18 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             "truncated, damaged or not a fastrec checkpoint; use the best.pt or "
             "last.pt of a fastrec.train run"
         ) from error
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+    version = state.get("format_version") if isinstance(state, dict) else None
+    if version not in (1, FORMAT_VERSION):
         raise DataError(
-            f"{path} is not a fastrec checkpoint of format {FORMAT_VERSION}"
+            f"{path} is not a fastrec checkpoint of format 1 or {FORMAT_VERSION}"
         )
-    # Checkpoints written before the digest existed load without the check.
+    # Format 1 checkpoints were written before the digest and load without it.
     expected = state.pop(DIGEST_KEY, None)
-    if expected is not None:
-        if tensor_digest(state) != expected:
-            raise DataError(
-                f"checkpoint {path} is damaged: its tensors do not match the digest "
-                "written with them; use the other of best.pt and last.pt or train "
-                "again"
-            )
+    if version == FORMAT_VERSION and content_digest(state) != expected:
+        raise DataError(
+            f"checkpoint {path} is damaged: its contents do not match the digest "
+            "written with them; use the other of best.pt and last.pt or train again"
+        )
     return state
 
 
@@ -106,7 +111,14 @@ def model_from_checkpoint(
     genres = weights.get("item_genres")
     codes = weights.get("user_codes")
     model = SequentialRecommender(config, item_genres=genres, user_codes=codes)
-    model.load_state_dict(weights, strict=True)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise DataError(
+            f"the checkpoint's weights do not fit its model config ({first}); "
+            "use a best.pt or last.pt that fastrec.train wrote"
+        ) from error
     return model.to(device).eval()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -32,11 +34,26 @@ class ConfigError(FastrecError):
 INTERRUPTED_STATUS = 130
 
 
+def exit_interrupted() -> None:
+    """End the process as killed by SIGINT, so that a calling shell loop stops too.
+
+    A shell stops a loop only when its child died of the signal, not when the
+    child exited with status 130. Where SIGINT cannot be raised, exit 130.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if hasattr(signal, "SIGINT") and hasattr(os, "kill"):
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(INTERRUPTED_STATUS)
+
+
 def exit_on_user_error(main: F) -> F:
     """Wrap a CLI entry point so that a FastrecError prints one line and exits 2.
 
     Ctrl-C outside the training loop (which saves a checkpoint itself) prints one
-    line and exits 130 instead of a KeyboardInterrupt traceback.
+    line and ends the process as killed by SIGINT (status 130 in a shell) instead
+    of a KeyboardInterrupt traceback.
     """
 
     @functools.wraps(main)
@@ -48,6 +65,6 @@ def exit_on_user_error(main: F) -> F:
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            sys.exit(INTERRUPTED_STATUS)
+            exit_interrupted()
 
     return wrapper  # type: ignore[return-value]

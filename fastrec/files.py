@@ -13,8 +13,9 @@ def _read_umask() -> int:
     return mask
 
 
-# Read once at import: os.umask can only be read by setting it, which would race
-# with other threads that create files.
+# NOTE: read once at import, because os.umask can only be read by setting it,
+# which would race with other threads that create files. A umask set later in
+# the process is not followed.
 UMASK = _read_umask()
 
 
@@ -26,5 +27,8 @@ def temporary_sibling(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     readable as any other file the user writes.
     """
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=suffix)
-    os.fchmod(fd, 0o666 & ~UMASK)
+    try:
+        os.fchmod(fd, 0o666 & ~UMASK)
+    except OSError:
+        pass  # Filesystems without Unix modes (vfat, some network mounts) refuse it.
     return fd, name

@@ -1,7 +1,8 @@
-"""Checkpoint files: round trip, the tensor digest and damaged tensor bytes."""
+"""Checkpoint files: round trip, the content digest and damaged bytes."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,13 @@ import torch
 from fastrec.checkpoint import (
     DIGEST_KEY,
     FORMAT_VERSION,
+    content_digest,
     load_checkpoint,
+    model_from_checkpoint,
     save_checkpoint,
-    tensor_digest,
 )
 from fastrec.errors import DataError
+from fastrec.model import ModelConfig, SequentialRecommender
 
 
 def sample_state() -> dict:
@@ -51,23 +54,59 @@ def test_damaged_tensor_bytes_are_reported(tmp_path: Path):
         load_checkpoint(path)
 
 
-def test_checkpoint_without_digest_still_loads(tmp_path: Path):
+def test_format_one_loads_without_digest(tmp_path: Path):
     path = tmp_path / "old.pt"
-    torch.save(dict(sample_state(), format_version=FORMAT_VERSION), path)
+    torch.save(dict(sample_state(), format_version=1), path)
     assert load_checkpoint(path)["epoch"] == 3
+
+
+def test_damaged_config_value_is_reported(tmp_path: Path):
+    path = tmp_path / "best.pt"
+    state = sample_state()
+    state["model_config"] = {"max_len": 123456789}
+    save_checkpoint(path, state)
+    blob = path.read_bytes()
+    # pickle stores an int of this size as 4 little-endian bytes.
+    packed = (123456789).to_bytes(4, "little")
+    start = blob.find(packed)
+    assert start > 0
+    damaged = blob[:start] + (123456788).to_bytes(4, "little") + blob[start + 4 :]
+    path.write_bytes(damaged)
+    with pytest.raises(DataError, match="is damaged"):
+        load_checkpoint(path)
+
+
+def test_current_format_needs_the_digest(tmp_path: Path):
+    path = tmp_path / "nodigest.pt"
+    torch.save(dict(sample_state(), format_version=FORMAT_VERSION), path)
+    with pytest.raises(DataError, match="is damaged"):
+        load_checkpoint(path)
 
 
 def test_digest_depends_on_values_and_names():
     state = sample_state()
     other = sample_state()
-    assert tensor_digest(state) == tensor_digest(other)
+    assert content_digest(state) == content_digest(other)
     other["model"]["layer.bias"][0] = 1.0
-    assert tensor_digest(state) != tensor_digest(other)
+    assert content_digest(state) != content_digest(other)
     renamed = sample_state()
     renamed["model"]["other.bias"] = renamed["model"].pop("layer.bias")
-    assert tensor_digest(state) != tensor_digest(renamed)
+    assert content_digest(state) != content_digest(renamed)
+    changed = sample_state()
+    changed["epoch"] = 4
+    assert content_digest(state) != content_digest(changed)
+    # An int key and its string are different keys.
+    assert content_digest({0: 1}) != content_digest({"0": 1})
 
 
 def test_digest_of_bf16_and_scalar_tensors():
     value = {"a": torch.ones(3, dtype=torch.bfloat16), "b": torch.tensor(2)}
-    assert len(tensor_digest(value)) == 64
+    assert len(content_digest(value)) == 64
+
+
+def test_weights_that_do_not_fit_the_config():
+    config = ModelConfig(vocab_size=12, n_users=3, max_len=5, d_model=8, n_heads=2)
+    weights = SequentialRecommender(config).state_dict()
+    wider = dataclasses.asdict(config) | {"max_len": 6}
+    with pytest.raises(DataError, match="do not fit its model config"):
+        model_from_checkpoint({"model_config": wider, "model": weights})
