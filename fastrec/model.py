@@ -71,7 +71,7 @@ class ModelConfig:
 
     attention_dropout: float = 0.1
     """Dropout probability on the attention weights. On the CPU, windows longer than
-    fastrec.layers.SHORT_WINDOW need 0 to run the fused attention kernel; above 0
+    fastrec.layers.SHORT_WINDOW run the fused attention kernel only at 0. Above 0
     they take the math path, which dominates a step."""
 
     head: str = "interaction"

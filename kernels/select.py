@@ -24,9 +24,9 @@ def blocked_scores(
 ) -> torch.Tensor:
     """Return fp32 scores [B, V] with NaN, seen and excluded items set to -inf.
 
-    One pass copies the scores (NaN to -inf) into a [B, V + 1] buffer, whose spare
-    last column takes the ids outside [0, V); seen and excluded ids are then
-    scattered in, without a dense [B, V] mask.
+    One pass copies the scores (NaN to -inf) into a [B, V + 1] buffer. Its spare
+    last column takes the ids outside [0, V), so the seen and excluded ids can be
+    scattered in without a dense [B, V] mask.
     """
     batch, num_items = scores.shape
     values = scores.to(torch.float32)

@@ -21,9 +21,11 @@ from fastrec.model import causal_padding_mask
 def test_random_words_range_and_spread():
     torch.manual_seed(0)
     words = random_words(torch.empty(400_003))
-    assert words.dtype == torch.int16 and words.shape == (400_003,)
-    assert int(words.min()) >= 0 and int(words.max()) < WORD_RANGE
-    # Each of 16 equal bins of [0, 2**15) holds 1/16 of the words, within 2%.
+    assert words.dtype == torch.int16
+    assert words.shape == (400_003,)
+    assert int(words.min()) >= 0
+    assert int(words.max()) < WORD_RANGE
+    # Each of 16 equal bins of [0, 2**15) contains 1/16 of the words, within 2%.
     counts = torch.bincount(words.long() // (WORD_RANGE // 16), minlength=16)
     expected = len(words) / 16
     assert ((counts - expected).abs() / expected).max() < 0.02
@@ -50,9 +52,9 @@ def test_dropout_rate_and_scale(p: float):
     y = dropout(x, p, training=True)
     threshold = keep_threshold(p)
     scale = WORD_RANGE / (WORD_RANGE - threshold)
-    kept = y != 0
-    assert torch.allclose(y[kept], torch.full_like(y[kept], scale))
-    assert abs(1.0 - float(kept.float().mean()) - threshold / WORD_RANGE) < 0.005
+    survivors = y != 0
+    assert torch.allclose(y[survivors], torch.full_like(y[survivors], scale))
+    assert abs(1.0 - float(survivors.float().mean()) - threshold / WORD_RANGE) < 0.005
     # The expectation of each element is unchanged.
     assert abs(float(y.mean()) - 1.0) < 0.02
 
@@ -87,7 +89,8 @@ def test_dropout_gradient_uses_the_forward_mask():
 def test_dropout_keeps_dtype_and_shape():
     x = torch.randn(5, 4, 3, dtype=torch.bfloat16)
     y = dropout(x, 0.5, training=True)
-    assert y.dtype == torch.bfloat16 and y.shape == x.shape
+    assert y.dtype == torch.bfloat16
+    assert y.shape == x.shape
 
 
 def test_compiled_dropout_gradient_uses_the_forward_mask():
