@@ -23,8 +23,6 @@ from .model import ModelConfig, SequentialRecommender, strip_state_dict_prefixes
 
 # Format 2 added the content digest.
 FORMAT_VERSION = 2
-
-
 DIGEST_KEY = "content_sha256"
 
 

@@ -4,8 +4,8 @@ On a GPU both defer to PyTorch (``F.dropout`` and ``scaled_dot_product_attention
 On the CPU two parts of a small model's step cost more than its matrix products,
 and each gets its own path:
 
-- Dropout. ``F.dropout`` draws one 32-bit Mersenne Twister number per element, and
-  under torch.compile the CPU draws run a Philox generator per element. Here one
+- Dropout. ``F.dropout`` draws one random number per element from the default
+  generator, and under torch.compile the CPU draws run Philox rounds per element. Here one
   64-bit draw gives four 15-bit words (``random_words``), and an element is kept
   when its word is at least ``round(p * 2**15)``. The drop probability is thus p
   rounded to a multiple of 2**-15, and kept values are scaled so that the
@@ -116,13 +116,14 @@ def attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p
         )
     scale = 1.0 / math.sqrt(q.shape[-1])
-    if torch.compiler.is_compiling():
-        # [B, H, Tq, Tk, E] products summed over E: a few fused loops once compiled.
+    # Once compiled, [B, H, Tq, Tk, E] products summed over E fuse into a few loops.
+    broadcast = torch.compiler.is_compiling()
+    if broadcast:
         scores = (q[:, :, :, None, :] * k[:, :, None, :, :]).sum(-1) * scale
     else:
         scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, T, T]
     weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
     weights = dropout(weights, dropout_p, dropout_p > 0.0)
-    if torch.compiler.is_compiling():
+    if broadcast:
         return (weights[..., None] * v[:, :, None, :, :]).sum(3)
     return weights @ v  # [B, H, T, E]

@@ -122,10 +122,9 @@ def distinct_ids(ids: np.ndarray) -> np.ndarray:
 
 
 def dense_positions(distinct: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Return the int64 position of every id in ``distinct``, which is sorted and
-    contains every id.
+    """Return the int64 position of every id in ``distinct``.
 
-    A lookup table replaces the binary search for ids up to TABLE_MAX_ID: 2 ms
+    ``distinct`` is sorted and contains every id. A lookup table replaces the binary search for ids up to TABLE_MAX_ID: 2 ms
     against 44 ms for the movie ids of ML-1M's ratings.
     """
     if len(distinct) and distinct[0] >= 0 and distinct[-1] <= TABLE_MAX_ID:
@@ -273,8 +272,7 @@ def _assemble(
     on a 2-core VM, first touches of fresh memory cost more than the copies of a
     per-part concatenation.
     """
-    sizes = [len(positions) for _, _, positions in parts]
-    total = sum(sizes)
+    total = sum(len(positions) for _, _, positions in parts)
     items = np.empty((total, max_len), dtype=np.int32)
     ratings = np.empty((total, max_len), dtype=np.int8)
     user = np.empty(total, dtype=np.int32)
